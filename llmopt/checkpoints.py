@@ -1,0 +1,62 @@
+"""Where trained checkpoints live, how they are written safely, and how a model is named."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+CACHE_ENV = "LLMOPT_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """$LLMOPT_CACHE_DIR, else ~/.cache/llmopt."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "llmopt")
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path):
+    """Yield a temporary directory beside `final`; rename it to `final` only if the block finishes,
+    so an interrupted write never leaves a half-written checkpoint behind."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():  # replace an older copy: move it aside first, then swap
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save through a temporary file and a rename."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def resolve_model_dir(spec: str) -> Path:
+    """A checkpoint directory from a local path or, failing that, a Hugging Face hub id."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or spec.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"model {spec!r}: no such checkpoint directory")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+    except Exception as exc:  # network down, unknown repo, ...
+        raise FileNotFoundError(f"model {spec!r} is neither a local directory nor a reachable hub id: {exc}") from exc

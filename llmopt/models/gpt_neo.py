@@ -1,0 +1,303 @@
+"""GPT-Neo in one readable file, with a KV cache for incremental decoding.
+
+What makes GPT-Neo GPT-Neo: learned absolute positions; layers alternate between global and
+local (sliding-window) causal attention; attention scores are *not* scaled by 1/sqrt(d) and are
+computed in float32 even for half-precision weights (unscaled scores overflow fp16); GELU MLP;
+the LM head is tied to the token embedding.
+
+Parameter names follow Hugging Face's `GPTNeoForCausalLM` (except `attn.attention.` -> `attn.`),
+so checkpoints (config.json + safetensors) go both ways: stock transformers loads what we save
+and we load any GPT-Neo checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import GPTNeoConfig
+
+# The public GPT-Neo sizes, plus a tiny one for tests and CI.
+SHAPES = {
+    "tiny": dict(hidden_size=64, num_layers=4, num_heads=4, window_size=16, max_position_embeddings=512),
+    "125m": dict(hidden_size=768, num_layers=12, num_heads=12),
+    "1.3b": dict(hidden_size=2048, num_layers=24, num_heads=16),
+    "2.7b": dict(hidden_size=2560, num_layers=32, num_heads=20),
+}
+GPT2_VOCAB = 50257
+
+
+def make_config(shape: str, vocab_size: int = GPT2_VOCAB, **overrides) -> GPTNeoConfig:
+    """A GPT-Neo config of a named shape (global/local layers alternating, as published)."""
+    if shape not in SHAPES:
+        raise ValueError(f"unknown model shape {shape!r}; known shapes: {', '.join(SHAPES)}")
+    fields = dict(
+        window_size=256, max_position_embeddings=2048, vocab_size=vocab_size,
+        bos_token_id=vocab_size - 1, eos_token_id=vocab_size - 1,
+    )
+    fields.update(SHAPES[shape])
+    fields.update(overrides)
+    layers = fields["num_layers"]
+    fields["attention_types"] = [[["global", "local"], layers // 2]] + ([[["global"], 1]] if layers % 2 else [])
+    return GPTNeoConfig(**fields)
+
+
+class KVCache:
+    """Keys and values of the committed tokens, one [batch, heads, length, head_dim] pair per layer.
+
+    Grows by concatenation (a "dynamic" cache, like transformers' DynamicCache)."""
+
+    def __init__(self, num_layers: int):
+        self.keys: list[torch.Tensor | None] = [None] * num_layers
+        self.values: list[torch.Tensor | None] = [None] * num_layers
+
+    def __len__(self) -> int:
+        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.keys[layer] is not None:
+            k = torch.cat([self.keys[layer], k], dim=2)
+            v = torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+    def keep(self, length: int, extra: torch.Tensor | None = None) -> None:
+        """Keep the first `length` positions, then the positions `extra` (in that order), in every
+        layer: how a speculative step commits its accepted tokens and drops the rest."""
+        for i, (k, v) in enumerate(zip(self.keys, self.values)):
+            if extra is None:
+                self.keys[i], self.values[i] = k[:, :, :length], v[:, :, :length]
+            else:
+                self.keys[i] = torch.cat([k[:, :, :length], k.index_select(2, extra)], dim=2)
+                self.values[i] = torch.cat([v[:, :, :length], v.index_select(2, extra)], dim=2)
+
+
+def eager_attention(q, k, v, mask):
+    """Reference attention, as GPT-Neo defines it: unscaled scores in float32."""
+    scores = q.float() @ k.float().transpose(-1, -2)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=-1).to(v.dtype) @ v
+
+
+def sdpa_attention(q, k, v, mask):
+    """The same function through PyTorch's fused kernels (used for training)."""
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v, scale=1.0)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+
+
+ATTENTION = {"eager": eager_attention, "sdpa": sdpa_attention}
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: GPTNeoConfig):
+        super().__init__()
+        d = config.hidden_size
+        self.num_heads = config.num_heads
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, d, bias=False)
+        self.v_proj = nn.Linear(d, d, bias=False)
+        self.out_proj = nn.Linear(d, d, bias=True)
+
+    def split(self, x):
+        b, t, d = x.shape
+        return x.view(b, t, self.num_heads, d // self.num_heads).transpose(1, 2)
+
+    def forward(self, x, mask, attend, cache: KVCache | None = None, layer: int = 0):
+        q, k, v = self.split(self.q_proj(x)), self.split(self.k_proj(x)), self.split(self.v_proj(x))
+        if cache is not None:
+            k, v = cache.append(layer, k, v)
+        y = attend(q, k, v, mask)
+        b, h, t, hd = y.shape
+        return self.out_proj(y.transpose(1, 2).reshape(b, t, h * hd))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTNeoConfig):
+        super().__init__()
+        inner = config.intermediate_size or 4 * config.hidden_size
+        self.c_fc = nn.Linear(config.hidden_size, inner)
+        self.c_proj = nn.Linear(inner, config.hidden_size)
+        self.approximate = "tanh" if config.activation_function == "gelu_new" else "none"
+        if config.activation_function not in ("gelu_new", "gelu"):
+            raise ValueError(f"unsupported activation {config.activation_function!r}")
+
+    def forward(self, x):
+        return self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTNeoConfig, attention_type: str):
+        super().__init__()
+        self.attention_type = attention_type  # "global" or "local"
+        self.ln_1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        self.attn = SelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+
+    def forward(self, x, mask, attend, cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), mask, attend, cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPTNeo(nn.Module):
+    def __init__(self, config: GPTNeoConfig, attention: str = "eager"):
+        super().__init__()
+        self.config = config
+        self.window = config.window_size
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.hidden_size),
+            wpe=nn.Embedding(config.max_position_embeddings, config.hidden_size),
+            h=nn.ModuleList(Block(config, kind) for kind in config.attention_layers),
+            ln_f=nn.LayerNorm(config.hidden_size, eps=config.layer_norm_epsilon),
+        ))
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT-Neo
+        self.set_attention(attention)
+        # Causal masks by position, sliced (not rebuilt) at every decode step, as HF does.
+        n = config.max_position_embeddings
+        causal = torch.ones(n, n, dtype=torch.bool).tril()
+        self.register_buffer("causal_mask", causal, persistent=False)
+        self.register_buffer("local_mask", causal & ~causal.tril(-self.window), persistent=False)
+
+    def set_attention(self, name: str) -> None:
+        if name not in ATTENTION:
+            raise ValueError(f"unknown attention implementation {name!r}; known: {', '.join(ATTENTION)}")
+        self.attention, self.attend = name, ATTENTION[name]
+
+    # -- the forward pass, in pieces that Speculative Streaming reuses --------------------------
+
+    def masks(self, past: int, positions: torch.Tensor, tree: torch.Tensor | None = None):
+        """Boolean attention masks [new, past + new] for global and local layers (None = see all).
+
+        `positions` are the new tokens' positions; the cache holds positions 0..past-1. `tree`
+        ([new, new], optional) says which new tokens see which, for tree-shaped drafts; without it
+        the new tokens are consecutive and causal."""
+        t = positions.shape[-1]
+        if tree is None:
+            rows = slice(past, past + t)
+            glob = None if t == 1 else self.causal_mask[rows, : past + t]
+            return {"global": glob, "local": self.local_mask[rows, : past + t]}
+        seen = torch.ones(t, past, dtype=torch.bool, device=tree.device)
+        glob = torch.cat([seen, tree], dim=1)
+        key_pos = torch.cat([torch.arange(past, device=tree.device), positions])
+        return {"global": glob, "local": glob & (positions[:, None] - key_pos[None, :] < self.window)}
+
+    def embed(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.transformer.wte(ids) + self.transformer.wpe(positions)
+
+    def run_blocks(self, x, masks, cache=None, layers=None):
+        for i in range(len(self.transformer.h)) if layers is None else layers:
+            block = self.transformer.h[i]
+            x = block(x, masks[block.attention_type], self.attend, cache, i)
+        return x
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.transformer.ln_f(x))
+
+    def forward(self, ids, cache: KVCache | None = None, positions=None, tree=None):
+        """Logits for `ids` ([batch, new]) after the cached tokens; the cache gains their keys/values."""
+        past = 0 if cache is None else len(cache)
+        if positions is None:
+            positions = torch.arange(past, past + ids.shape[1], device=ids.device)
+        x = self.embed(ids, positions)
+        return self.head(self.run_blocks(x, self.masks(past, positions, tree), cache))
+
+    def new_cache(self) -> KVCache:
+        return KVCache(len(self.transformer.h))
+
+    # -- construction and checkpoints -----------------------------------------------------------
+
+    @classmethod
+    def random(cls, config: GPTNeoConfig, seed: int = 0, device="cpu", dtype=torch.float32, **kw) -> "GPTNeo":
+        """Random weights, initialised as GPT-Neo is (normal(0, 0.02), zero biases), from `seed`."""
+        with torch.device(device):
+            model = cls(config, **kw)
+        gen = torch.Generator(device=device).manual_seed(seed)
+        std = config.initializer_range
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, (nn.Linear, nn.Embedding)) and module is not model.lm_head:
+                    module.weight.normal_(0.0, std, generator=gen)
+                    if getattr(module, "bias", None) is not None:
+                        module.bias.zero_()
+                elif isinstance(module, nn.LayerNorm):
+                    module.weight.fill_(1.0)
+                    module.bias.zero_()
+        return model.to(dtype)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights under Hugging Face names (the tied LM head is left out, as HF does)."""
+        return {
+            re.sub(r"\.attn\.", ".attn.attention.", name): t.contiguous()
+            for name, t in self.state_dict().items() if name != "lm_head.weight"
+        }
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = self.config.to_dict()
+        config["architectures"] = ["GPTNeoForCausalLM"]
+        config["dtype"] = str(self.lm_head.weight.dtype).removeprefix("torch.")
+        (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        save_file(self.hf_state_dict(), directory / "model.safetensors", metadata={"format": "pt"})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device="cpu", dtype=torch.float32, **kw) -> "GPTNeo":
+        """Load a Hugging Face GPT-Neo checkpoint directory (safetensors, sharded or not, or .bin)."""
+        directory = Path(directory)
+        if not (directory / "config.json").is_file():
+            raise FileNotFoundError(f"{directory} is not a GPT-Neo checkpoint: no config.json")
+        config = GPTNeoConfig.from_pretrained(directory)
+        if config.model_type != "gpt_neo":
+            raise ValueError(f"{directory}/config.json describes a {config.model_type!r} model, not gpt_neo")
+        with torch.device("meta"):
+            model = cls(config, **kw)
+        state = {}
+        for name, tensor in read_weights(directory).items():
+            if name.endswith(("attn.attention.bias", "attn.attention.masked_bias")):
+                continue  # old checkpoints stored the causal masks as buffers
+            state[name.replace(".attn.attention.", ".attn.")] = tensor
+        state.setdefault("lm_head.weight", state["transformer.wte.weight"])
+        model.load_state_dict(state, strict=False, assign=True)
+        missing = [n for n, p in model.named_parameters() if p.is_meta]
+        if missing:
+            raise ValueError(f"{directory}: checkpoint lacks weights {missing[:5]}")
+        model.lm_head.weight = model.transformer.wte.weight
+        model._rebuild_buffers()
+        return model.to(device=device, dtype=dtype)
+
+    def _rebuild_buffers(self) -> None:
+        n = self.config.max_position_embeddings
+        causal = torch.ones(n, n, dtype=torch.bool).tril()
+        self.causal_mask = causal
+        self.local_mask = causal & ~causal.tril(-self.window)
+
+
+def read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint directory, whatever file layout it uses."""
+    if (directory / "model.safetensors").is_file():
+        return load_file(directory / "model.safetensors")
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return {k: v for shard in shards for k, v in load_file(directory / shard).items()}
+    if (directory / "pytorch_model.bin").is_file():
+        return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{directory}: no model.safetensors, safetensors index or pytorch_model.bin")
+
+
+def param_bytes(model: nn.Module) -> int:
+    """Bytes of the weights a decode step reads (the tied head counted once)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+

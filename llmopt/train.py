@@ -1,0 +1,247 @@
+"""Train (or fine-tune) a GPT-Neo on a dataset's prompt -> target task.
+
+One trainer for every objective: an objective turns (model, ids, labels) into a loss, so
+Speculative Streaming adds its multi-stream loss by registering another objective."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from . import data
+from .checkpoints import atomic_dir, atomic_save, cache_dir
+from .models.gpt_neo import GPTNeo, make_config
+from .tokenizer import encode_example, load_tokenizer, train_tokenizer
+
+IGNORE = -100
+
+
+@dataclass
+class Recipe:
+    """Everything that decides the trained weights; its hash names the cached checkpoint."""
+
+    shape: str = "125m"
+    vocab_size: int = 8192
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 6e-4
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    max_len: int = 1024
+    seed: int = 0
+    base: str | None = None  # fine-tune this checkpoint (its tokenizer too) instead of training from scratch
+    objective: str = "lm"
+    objective_options: dict = field(default_factory=dict)
+
+    def key(self) -> str:
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def default_recipe(dataset: str, shape: str = "125m", **overrides) -> Recipe:
+    """Per-dataset defaults: E2E sequences are short, so bigger batches; Spider schemas and
+    DialogSum dialogues need the longer context."""
+    per_dataset = {"e2e_nlg": dict(batch_size=128, max_len=256), "spider": {}, "dialogsum": {}}
+    if shape == "tiny":  # CI: a few seconds on a CPU
+        per_dataset = {d: dict(steps=30, batch_size=8, max_len=256, vocab_size=512, warmup_steps=5) for d in data.DATASETS}
+    return Recipe(shape=shape, **{**per_dataset[dataset], **overrides})
+
+
+def checkpoint_dir(dataset: str, recipe: Recipe) -> Path:
+    return cache_dir() / "checkpoints" / f"{dataset}-{recipe.shape}-{recipe.objective}-{recipe.key()}"
+
+
+# -- objectives ---------------------------------------------------------------------------------
+
+def lm_loss(model, ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Next-token cross-entropy on target tokens (labels = ids, IGNORE on prompt and padding)."""
+    logits = model(ids)
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE)
+    return loss, {"loss": loss.detach()}
+
+
+def build_lm(config, base: GPTNeo | None, options: dict, seed: int) -> torch.nn.Module:
+    return base if base is not None else GPTNeo.random(config, seed=seed)
+
+
+# name -> (build model from (config, base model or None, options, seed), loss function)
+OBJECTIVES: dict[str, tuple[Callable, Callable]] = {"lm": (build_lm, lm_loss)}
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+def encode_split(examples, tokenizer, max_len) -> list[tuple[list[int], int]]:
+    encoded = [encode_example(tokenizer, ex.prompt, ex.target, max_len) for ex in examples]
+    cut = sum(len(ids) >= max_len for ids, _ in encoded)
+    if cut:
+        warnings.warn(f"{cut} of {len(encoded)} examples reach the {max_len}-token limit: prompts cut from the left")
+    return encoded
+
+
+def batches(encoded, batch_size: int, rng: random.Random):
+    """Endless padded batches; examples of similar length are batched together (less padding)."""
+    while True:
+        order = list(range(len(encoded)))
+        rng.shuffle(order)
+        chunk = batch_size * 50
+        groups = []
+        for i in range(0, len(order), chunk):
+            part = sorted(order[i: i + chunk], key=lambda j: len(encoded[j][0]))
+            groups += [part[k: k + batch_size] for k in range(0, len(part), batch_size)]
+        rng.shuffle(groups)
+        yield from (collate([encoded[j] for j in g]) for g in groups)
+
+
+def collate(items, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids, _ in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+    for row, (seq, n_prompt) in enumerate(items):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        labels[row, n_prompt: len(seq)] = torch.tensor(seq[n_prompt:])
+    return ids, labels
+
+
+# -- the loop -----------------------------------------------------------------------------------
+
+@torch.no_grad()
+def evaluate(model, loss_fn, eval_batches, device, autocast) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for ids, labels in eval_batches:
+        with autocast():
+            loss, _ = loss_fn(model, ids.to(device), labels.to(device))
+        n = int((labels[:, 1:] != IGNORE).sum())
+        total, count = total + float(loss) * n, count + n
+    model.train()
+    return total / max(count, 1)
+
+
+def train(dataset: str, recipe: Recipe, out_dir: Path | None = None, data_dir=None, device=None,
+          progress: bool = True, eval_every: int = 250, save_every: int = 250) -> Path:
+    """Train and write an HF-format checkpoint (weights, tokenizer, llmopt.json) to `out_dir`
+    atomically. A run interrupted after a periodic save resumes from it when called again."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out_dir = Path(out_dir or checkpoint_dir(dataset, recipe))
+    resume_path = out_dir.with_name(out_dir.name + ".resume.pt")
+    torch.manual_seed(recipe.seed)
+    rng = random.Random(recipe.seed)
+
+    train_examples = data.load_split(dataset, "train", data_dir)
+    eval_examples = data.load_split(dataset, "eval", data_dir)[:256]
+    if recipe.base:
+        from .checkpoints import resolve_model_dir
+
+        base_dir = resolve_model_dir(recipe.base)
+        tokenizer = load_tokenizer(base_dir)
+        base = GPTNeo.from_pretrained(base_dir)
+        config = base.config
+    else:
+        tokenizer = train_tokenizer((t for ex in train_examples for t in (ex.prompt, ex.target)), recipe.vocab_size)
+        base = None
+        config = make_config(recipe.shape, vocab_size=len(tokenizer))
+        config.eos_token_id = config.bos_token_id = tokenizer.eos_token_id
+    max_len = min(recipe.max_len, config.max_position_embeddings)
+    build, loss_fn = OBJECTIVES[recipe.objective]
+    model = build(config, base, recipe.objective_options, recipe.seed).to(device)
+    model.set_attention("sdpa")
+    model.train()
+
+    encoded = encode_split(train_examples, tokenizer, max_len)
+    eval_encoded = encode_split(eval_examples, tokenizer, max_len)
+    eval_batches = [collate(eval_encoded[i: i + 32]) for i in range(0, len(eval_encoded), 32)]
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=recipe.lr, betas=(0.9, 0.95), fused=device.type == "cuda",
+    )
+
+    def lr_factor(step):  # linear warm-up, then cosine decay to min_lr_ratio
+        if step < recipe.warmup_steps:
+            return (step + 1) / recipe.warmup_steps
+        done = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+        return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    start, elapsed, history = 0, 0.0, []
+    if resume_path.is_file():
+        state = torch.load(resume_path, map_location=device, weights_only=False)
+        if state["recipe"] == dataclasses.asdict(recipe):
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            rng.setstate(state["rng"])
+            start, elapsed, history = state["step"], state["elapsed"], state["history"]
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    stream = batches(encoded, recipe.batch_size, rng)
+    for _ in range(start):  # replay the batch order to where the saved run stopped
+        next(stream)
+    bar = tqdm(total=recipe.steps, initial=start, disable=not progress, desc=f"train {dataset}", mininterval=5)
+    t_last, tokens = time.perf_counter(), 0
+    for step in range(start, recipe.steps):
+        ids, labels = next(stream)
+        ids, labels = ids.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with autocast():
+            loss, logs = loss_fn(model, ids, labels)
+        loss.backward()
+        loss = loss.detach()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        tokens += ids.numel()
+        last = step + 1 == recipe.steps
+        if (step + 1) % 25 == 0 or last:
+            now = time.perf_counter()
+            elapsed += now - t_last
+            bar.set_postfix(loss=f"{float(loss):.3f}", tok_s=f"{tokens / (now - t_last):,.0f}", refresh=False)
+            t_last, tokens = now, 0
+        bar.update(1)
+        if (step + 1) % eval_every == 0 or last:
+            eval_loss = evaluate(model, loss_fn, eval_batches, device, autocast)
+            history.append({"step": step + 1, "train_loss": float(loss), "eval_loss": eval_loss, "elapsed_s": elapsed})
+            bar.write(f"step {step + 1}: train loss {float(loss):.3f}, eval loss {eval_loss:.3f}")
+            t_last = time.perf_counter()
+        if (step + 1) % save_every == 0 and not last:
+            atomic_save({"recipe": dataclasses.asdict(recipe), "model": model.state_dict(),
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "rng": rng.getstate(), "step": step + 1, "elapsed": elapsed, "history": history},
+                        resume_path)
+            t_last = time.perf_counter()
+    bar.close()
+
+    model.set_attention("eager")
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        info = {"dataset": dataset, "recipe": dataclasses.asdict(recipe), "train_time_s": elapsed,
+                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                "parameters": sum(p.numel() for p in model.parameters()), "history": history}
+        (tmp / "llmopt.json").write_text(json.dumps(info, indent=2))
+    resume_path.unlink(missing_ok=True)
+    return out_dir
+
+
+def ensure_trained(dataset: str, recipe: Recipe, data_dir=None, device=None, progress=True) -> Path:
+    """The cached checkpoint for (dataset, shape, recipe), trained first if it is missing."""
+    path = checkpoint_dir(dataset, recipe)
+    if not (path / "llmopt.json").is_file():
+        train(dataset, recipe, path, data_dir=data_dir, device=device, progress=progress)
+    return path
