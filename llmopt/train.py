@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from . import data
 from .checkpoints import atomic_dir, atomic_save, cache_dir
 from .models.gpt_neo import GPTNeo, make_config
+from .spec_stream.loss import build_ss, ss_loss
 from .tokenizer import encode_example, load_tokenizer, train_tokenizer
 
 IGNORE = -100
@@ -36,8 +37,8 @@ class Recipe:
     vocab_size: int = 8192
     steps: int = 1500
     batch_size: int = 64
-    lr: float = 6e-4
-    warmup_steps: int = 100
+    lr: float = 3e-4
+    warmup_steps: int = 200
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     max_len: int = 1024
@@ -78,7 +79,7 @@ def build_lm(config, base: GPTNeo | None, options: dict, seed: int) -> torch.nn.
 
 
 # name -> (build model from (config, base model or None, options, seed), loss function)
-OBJECTIVES: dict[str, tuple[Callable, Callable]] = {"lm": (build_lm, lm_loss)}
+OBJECTIVES: dict[str, tuple[Callable, Callable]] = {"lm": (build_lm, lm_loss), "ss": (build_ss, ss_loss)}
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -194,7 +195,7 @@ def train(dataset: str, recipe: Recipe, out_dir: Path | None = None, data_dir=No
     for _ in range(start):  # replay the batch order to where the saved run stopped
         next(stream)
     bar = tqdm(total=recipe.steps, initial=start, disable=not progress, desc=f"train {dataset}", mininterval=5)
-    t_last, tokens = time.perf_counter(), 0
+    t_last, tokens, skipped = time.perf_counter(), 0, 0
     for step in range(start, recipe.steps):
         ids, labels = next(stream)
         ids, labels = ids.to(device, non_blocking=True), labels.to(device, non_blocking=True)
@@ -202,8 +203,15 @@ def train(dataset: str, recipe: Recipe, out_dir: Path | None = None, data_dir=No
             loss, logs = loss_fn(model, ids, labels)
         loss.backward()
         loss = loss.detach()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if torch.isfinite(grad_norm):
+            optimizer.step()
+            skipped = 0
+        else:  # a non-finite step would poison the weights for good: drop it, stop if it keeps happening
+            skipped += 1
+            bar.write(f"step {step + 1}: non-finite loss/gradient ({float(loss)}), step skipped")
+            if skipped >= 10:
+                raise FloatingPointError(f"{dataset}: 10 non-finite steps in a row at step {step + 1}; lower --lr")
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         tokens += ids.numel()
@@ -211,12 +219,13 @@ def train(dataset: str, recipe: Recipe, out_dir: Path | None = None, data_dir=No
         if (step + 1) % 25 == 0 or last:
             now = time.perf_counter()
             elapsed += now - t_last
-            bar.set_postfix(loss=f"{float(loss):.3f}", tok_s=f"{tokens / (now - t_last):,.0f}", refresh=False)
+            bar.set_postfix(loss=f"{float(loss):.3f}", gnorm=f"{float(grad_norm):.2f}", tok_s=f"{tokens / (now - t_last):,.0f}", refresh=False)
             t_last, tokens = now, 0
         bar.update(1)
         if (step + 1) % eval_every == 0 or last:
             eval_loss = evaluate(model, loss_fn, eval_batches, device, autocast)
-            history.append({"step": step + 1, "train_loss": float(loss), "eval_loss": eval_loss, "elapsed_s": elapsed})
+            history.append({"step": step + 1, "train_loss": float(loss), "eval_loss": eval_loss,
+                            "grad_norm": float(grad_norm), "elapsed_s": elapsed})
             bar.write(f"step {step + 1}: train loss {float(loss):.3f}, eval loss {eval_loss:.3f}")
             t_last = time.perf_counter()
         if (step + 1) % save_every == 0 and not last:

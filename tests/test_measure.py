@@ -1,0 +1,68 @@
+"""The shared measurement: what a benchmark record says, and the CLI around it."""
+
+import pytest
+
+from llmopt import cli, measure
+from llmopt.data import Example
+from llmopt.strategies.base import Generation, Strategy
+
+
+class FakeTokenizer:
+    def decode(self, ids):
+        return " ".join(f"w{i}" for i in ids)
+
+
+class Fake(Strategy):
+    name = "fake"
+    device = "cpu"
+
+
+def workload(outputs):
+    examples = [Example(str(i), "p", " t", (" ".join(f"w{t}" for t in o if t != 0),)) for i, o in enumerate(outputs)]
+    return measure.Workload("e2e_nlg", "tiny", None, examples, [[1]] * len(outputs), 8, 0, FakeTokenizer())
+
+
+def test_summarize_counts_tokens_over_wall_time():
+    outputs = [[5, 6, 0], [7, 0]]
+    work = workload(outputs)
+    gens = [Generation(o, forward_calls=len(o), forward_s=0.1, ttft_s=0.01) for o in outputs]
+    passes = [list(zip(gens, [1.0, 0.25])), list(zip(gens, [2.0, 0.5]))]
+    r = measure.summarize(Fake(), work, passes, reference=[[5, 6, 0], [8, 0]])
+    assert r["generated_tokens"] == 5
+    assert r["tokens_per_s"] == pytest.approx((4 + 2) / 2)  # median of 4.0 and 2.0 tokens/s
+    assert (r["tokens_per_s_min"], r["tokens_per_s_max"]) == (2.0, 4.0)
+    assert r["match_naive"] == 0.5 and r["mean_accepted_tokens"] == 1.0
+    assert r["quality_metric"] == "rouge_l" and r["quality"] == 100.0
+    assert r["output_sha256"] == measure.output_hash(outputs)
+    assert "acceptance_ratio" not in r
+
+
+def test_summarize_refuses_outputs_that_change_between_rounds():
+    work = workload([[5, 0]])
+    a, b = Generation([5, 0], 2), Generation([6, 0], 2)
+    with pytest.raises(AssertionError, match="changed between rounds"):
+        measure.summarize(Fake(), work, [[(a, 1.0)], [(b, 1.0)]])
+
+
+def test_speculative_stats_sum_over_prompts():
+    gens = [Generation([1], 1, stats={"proposed_per_depth": [4, 4], "accepted_per_depth": [3, 1]}),
+            Generation([1], 1, stats={"proposed_per_depth": [2, 2], "accepted_per_depth": [1, 1]})]
+    s = measure.speculative_stats(gens)
+    assert s["acceptance_ratio"] == pytest.approx(6 / 12)
+    assert s["acceptance_per_depth"] == pytest.approx([4 / 6, 2 / 6])
+
+
+def test_table_is_techniques_by_datasets():
+    records = [dict(dataset=d, technique=t, tokens_per_s=v) for d, t, v in
+               [("spider", "naive", 10.0), ("e2e_nlg", "naive", 12.5), ("spider", "half", 9.0)]]
+    assert cli.table(records).splitlines() == [
+        "| technique | spider | e2e_nlg |", "|---|---|---|", "| naive | 10.0 | 12.5 |", "| half | 9.0 | – |"]
+
+
+def test_cli_errors_are_clear(capsys, tmp_path):
+    assert cli.main(["bench", "--technique", "warp", "--dataset", "spider"]) == 2
+    assert "unknown technique 'warp'" in capsys.readouterr().err
+    assert cli.main(["bench", "--model", str(tmp_path / "nope"), "--dataset", "spider", "--data-dir", str(tmp_path)]) == 2
+    assert "no such checkpoint directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--dataset", "wikisql"])

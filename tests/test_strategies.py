@@ -1,0 +1,76 @@
+"""The strategies on CPU: token-identical to transformers, exact stops, clear errors."""
+
+import random
+
+import pytest
+import torch
+
+from llmopt.models.gpt_neo import GPTNeo, make_config
+from llmopt.strategies import STRATEGIES, get_strategy
+from llmopt.strategies.base import parse_dtype
+
+VOCAB = 61
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A random tiny GPT-Neo with weights large enough to give varied (non-repeating) output."""
+    path = tmp_path_factory.mktemp("tiny")
+    model = GPTNeo.random(make_config("tiny", vocab_size=VOCAB, window_size=8), seed=0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(p.numel()))
+    model.save_pretrained(path)
+    return path
+
+
+def prompts(n=8, seed=0):
+    rng = random.Random(seed)
+    return [[rng.randrange(VOCAB) for _ in range(rng.randrange(1, 30))] for _ in range(n)]
+
+
+def run(name, checkpoint, max_new=40, eos=None, **options):
+    strategy = get_strategy(name, **options)
+    strategy.prepare(checkpoint, "cpu")
+    return [strategy.generate(p, max_new, eos) for p in prompts()]
+
+
+def test_registry():
+    assert {"hf", "naive", "half"} <= set(STRATEGIES)
+    with pytest.raises(ValueError, match="unknown technique 'warp'; known:"):
+        get_strategy("warp")
+    with pytest.raises(ValueError, match="unknown dtype"):
+        parse_dtype("fp8")
+    with pytest.raises(ValueError, match="float16 or bfloat16"):
+        get_strategy("half", dtype="float32")
+
+
+def test_naive_is_token_identical_to_transformers(checkpoint):
+    ours, theirs = run("naive", checkpoint), run("hf", checkpoint)
+    assert [g.tokens for g in ours] == [g.tokens for g in theirs]
+    assert len({tuple(g.tokens) for g in ours}) > 1  # the model really varies with the prompt
+    for g in ours:
+        assert g.forward_calls == len(g.tokens) and g.forward_s > 0 and g.ttft_s > 0
+
+
+def test_stops_exactly_at_eos(checkpoint):
+    free = run("naive", checkpoint)
+    eos = free[0].tokens[5]  # a token the first prompt is known to produce
+    stopped = run("naive", checkpoint, eos=eos)
+    for full, cut in zip(free, stopped):
+        expected = full.tokens[: full.tokens.index(eos) + 1] if eos in full.tokens else full.tokens
+        assert cut.tokens == expected
+    assert [g.tokens for g in run("hf", checkpoint, eos=eos)] == [g.tokens for g in stopped]
+
+
+def test_max_new_tokens_is_respected(checkpoint):
+    for n in (1, 3):
+        assert all(len(g.tokens) == n for g in run("naive", checkpoint, max_new=n))
+        assert all(len(g.tokens) == n for g in run("hf", checkpoint, max_new=n))
+
+
+def test_half_precision_runs_and_mostly_agrees(checkpoint):
+    half = run("half", checkpoint, dtype="bfloat16")  # bf16 matmuls run on any CPU
+    full = run("naive", checkpoint)
+    assert all(len(g.tokens) == 40 for g in half)
+    assert half[0].tokens[:2] == full[0].tokens[:2]

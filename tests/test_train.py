@@ -1,0 +1,93 @@
+"""Tokenizer and trainer on tiny data: deterministic tokenizer, loss falls, atomic checkpoints."""
+
+import json
+
+import pytest
+import torch
+from transformers import AutoTokenizer, GPTNeoForCausalLM
+
+from llmopt import train as training
+from llmopt.data import Example
+from llmopt.models.gpt_neo import GPTNeo
+from llmopt.tokenizer import EOS, encode_example, encode_prompt, train_tokenizer
+
+TEXTS = [f"name[Place {i}], food[{f}] -> Place {i} serves {f} food." for i in range(60) for f in ("Thai", "Indian")]
+
+
+def test_tokenizer_is_deterministic_and_loads_with_autotokenizer(tmp_path):
+    a, b = train_tokenizer(TEXTS, 300), train_tokenizer(TEXTS, 300)
+    assert a.get_vocab() == b.get_vocab()
+    a.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert loaded.eos_token == EOS and loaded.eos_token_id == a.eos_token_id
+    text = "Place 7 serves Thai food."
+    assert loaded.decode(loaded(text)["input_ids"]) == text  # byte-level: lossless
+
+
+def test_encoding_masks_the_prompt_and_ends_with_eos():
+    tok = train_tokenizer(TEXTS, 300)
+    ids, n_prompt = encode_example(tok, "name[Place 1]", " Place 1 serves food.", max_len=64)
+    assert ids[-1] == tok.eos_token_id
+    assert tok.decode(ids[n_prompt:-1]) == " Place 1 serves food."
+    # too long: the prompt is cut from the left, the target kept whole
+    long_ids, n_long = encode_example(tok, "food " * 100 + "name[Place 1]", " Place 1.", max_len=20)
+    assert len(long_ids) == 20 and tok.decode(long_ids[n_long:-1]) == " Place 1."
+    with pytest.warns(UserWarning, match="cut to its last 5"):
+        assert len(encode_prompt(tok, "food " * 50, 5)) == 5
+
+
+@pytest.fixture
+def toy_data(monkeypatch):
+    examples = [Example(f"t{i}", f"name[Place {i % 7}], food[{f}]\nDescription:", f" Place {i % 7} serves {f} food.",
+                        (f"Place {i % 7} serves {f} food.",)) for i in range(64) for f in ("Thai", "Indian")]
+    monkeypatch.setattr(training.data, "load_split", lambda name, split, data_dir=None: examples)
+    return examples
+
+
+def test_loss_falls_and_checkpoint_loads_everywhere(tmp_path, toy_data, monkeypatch):
+    monkeypatch.setenv("LLMOPT_CACHE_DIR", str(tmp_path / "cache"))
+    recipe = training.default_recipe("e2e_nlg", "tiny", steps=60, vocab_size=300, lr=3e-3, batch_size=16)
+    path = training.ensure_trained("e2e_nlg", recipe, device="cpu", progress=False)
+    info = json.loads((path / "llmopt.json").read_text())
+    losses = [h["eval_loss"] for h in info["history"]]
+    assert losses[-1] < 0.6 * 5.7  # from ~ln(300) at the start
+    assert not list(path.parent.glob(".*"))  # no temporary directories or resume files left
+    ours = GPTNeo.from_pretrained(path)
+    theirs = GPTNeoForCausalLM.from_pretrained(path)
+    ids = torch.tensor([AutoTokenizer.from_pretrained(path)("name[Place 3]")["input_ids"]])
+    with torch.no_grad():
+        assert (ours(ids) - theirs(ids).logits).abs().max() < 1e-4
+    # cached: a second call trains nothing
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("retrained a cached checkpoint"))
+    assert training.ensure_trained("e2e_nlg", recipe, device="cpu") == path
+
+
+def test_interrupted_run_resumes_and_leaves_no_checkpoint(tmp_path, toy_data, monkeypatch):
+    recipe = training.default_recipe("e2e_nlg", "tiny", steps=20, vocab_size=300)
+    out = tmp_path / "ck"
+    calls = {"n": 0}
+    real_evaluate = training.evaluate
+
+    def interrupt(*args):  # the run dies right after its step-10 save
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*args)
+
+    monkeypatch.setattr(training, "evaluate", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        training.train("e2e_nlg", recipe, out, device="cpu", progress=False, eval_every=10, save_every=10)
+    assert not out.exists()  # never a half-written checkpoint
+    assert out.with_name("ck.resume.pt").is_file()
+    monkeypatch.setattr(training, "evaluate", real_evaluate)
+    training.train("e2e_nlg", recipe, out, device="cpu", progress=False, eval_every=10, save_every=10)
+    history = json.loads((out / "llmopt.json").read_text())["history"]
+    assert [h["step"] for h in history] == [10, 20]  # step 10 came from the saved state
+    assert not out.with_name("ck.resume.pt").exists()
+
+
+def test_recipe_key_changes_with_the_recipe():
+    a = training.default_recipe("spider", "125m")
+    assert a.key() == training.default_recipe("spider", "125m").key()
+    assert a.key() != training.default_recipe("spider", "125m", lr=1e-4).key()
+    assert training.default_recipe("e2e_nlg", "125m").batch_size == 128
