@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import platform
 import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 import torch
 import transformers
 
-from llmopt import data, measure
+from llmopt import compare, data, measure
 from llmopt.strategies import STRATEGIES
 
 GPU = torch.cuda.is_available()
@@ -31,6 +34,14 @@ def pytest_addoption(parser):
     group.addoption("--rounds", type=int, default=3 if GPU else 1, help="timed passes over the prompts")
     group.addoption("--data-dir", default=None, help=f"local copy of the datasets (else ${data.DATA_DIR_ENV}, else the hub)")
     group.addoption("--device", default=measure.default_device())
+    group.addoption("--gate-baseline", default=None, metavar="PATH|latest",
+                    help="fail the session when a cell's tokens/s falls more than --gate-tolerance below this saved "
+                         "run, or its output hash changes; 'latest': the newest saved run of this GPU model")
+    group.addoption("--gate-tolerance", type=float, default=0.05,
+                    help="allowed tokens/s drop per cell, as a fraction (default 0.05)")
+    group.addoption("--objective", default=None,
+                    help="training objective of the shape checkpoints: lm or ss (default: ss when a technique needs "
+                         "speculative streams, else lm); every technique runs on the same checkpoint")
 
 
 def _list(config, name):
@@ -67,7 +78,8 @@ def pytest_generate_tests(metafunc):
 def options(pytestconfig):
     get = pytestconfig.getoption
     return dict(model=get("--model"), num_prompts=get("--num-prompts"), max_new_tokens=get("--max-new-tokens"),
-                rounds=get("--rounds"), data_dir=get("--data-dir"), device=get("--device"))
+                rounds=get("--rounds"), data_dir=get("--data-dir"), device=get("--device"),
+                objective=get("--objective") or measure.objective_for(_list(pytestconfig, "--techniques")))
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +91,7 @@ def workloads(options):
         if dataset not in cache:
             cache[dataset] = measure.build_workload(
                 dataset, options["model"], options["num_prompts"], options["max_new_tokens"],
-                data_dir=options["data_dir"], device=options["device"])
+                data_dir=options["data_dir"], device=options["device"], objective=options["objective"])
         return cache[dataset]
     return get
 
@@ -123,3 +135,77 @@ def _driver_version() -> str | None:
             return out.stdout.strip().splitlines()[0] if out.returncode == 0 else None
         except (OSError, IndexError, subprocess.SubprocessError):
             return None
+
+
+# The regression gate (--gate-baseline): llmopt.compare.gate of this run against a saved run.
+
+@dataclass
+class _Gate:
+    baseline: compare.Run | None
+    machine_info: dict
+    note: str  # what is gated against, or why nothing is
+    summary: str | None = None
+    failed: bool = False
+
+
+_GATE = pytest.StashKey[_Gate]()
+
+
+def pytest_sessionstart(session):
+    # Resolved before pytest-benchmark saves this run, so that `latest` never means this very run;
+    # a bad baseline stops the session before any benchmark runs.
+    config = session.config
+    choice = config.getoption("--gate-baseline")
+    if choice is None:
+        return
+    tolerance = config.getoption("--gate-tolerance")
+    if not 0 <= tolerance < 1:
+        raise pytest.UsageError(f"--gate-tolerance is a fraction in [0, 1), got {tolerance}")
+    machine_info = {}
+    pytest_benchmark_update_machine_info(config, machine_info)
+    this = compare.Run("this machine", machine_info, "now", [])
+    path = Path(choice) if choice != "latest" else compare.latest_run(_storage_dir(config))
+    if path is None:
+        config.stash[_GATE] = _Gate(None, machine_info, f"no saved run of {this.gpu} under {_storage_dir(config)}: "
+                                                        f"nothing to compare, not gating ({this.versions()})")
+        return
+    try:
+        baseline = compare.load_run(path)
+        compare.check_same_gpu(this, baseline)
+    except (ValueError, FileNotFoundError) as exc:
+        raise pytest.UsageError(f"--gate-baseline: {exc}") from None
+    config.stash[_GATE] = _Gate(baseline, machine_info, f"against {baseline.describe()}, tolerance {tolerance:.1%}")
+
+
+def _storage_dir(config) -> Path:
+    storage = config.getoption("benchmark_storage")
+    if not storage.startswith("file://"):
+        raise pytest.UsageError(f"--gate-baseline latest needs a file:// --benchmark-storage, got {storage}")
+    return Path(storage.removeprefix("file://"))
+
+
+def pytest_report_header(config):
+    gate = config.stash.get(_GATE, None)
+    return f"llmopt gate: {gate.note}" if gate else None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    gate = session.config.stash.get(_GATE, None)
+    if gate is None or gate.baseline is None:
+        return
+    bench = session.config._benchmarksession  # pytest-benchmark's records of this session
+    records = [b.extra_info for b in bench.benchmarks if b and not b.has_error]  # what it saves
+    current = compare.Run("this run", gate.machine_info, datetime.now(timezone.utc).isoformat(), records)
+    tolerance = session.config.getoption("--gate-tolerance")
+    failures = compare.gate(current, gate.baseline, tolerance)
+    gate.summary, gate.failed = compare.render(current, gate.baseline, failures, tolerance), bool(failures)
+    if failures and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's table: the verdict comes last
+def pytest_terminal_summary(terminalreporter):
+    gate = terminalreporter.config.stash.get(_GATE, None)
+    if gate:
+        terminalreporter.write_sep("=", "llmopt gate", red=gate.failed, green=not gate.failed, bold=True)
+        terminalreporter.write_line(gate.summary or gate.note)

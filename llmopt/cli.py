@@ -1,4 +1,4 @@
-"""Command line: `llmopt train` and `llmopt bench` (run `llmopt COMMAND --help`)."""
+"""Command line: `llmopt train`, `bench`, `compare` and `report` (run `llmopt COMMAND --help`)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--steps", type=int, help="optimizer steps (default: the dataset's recipe)")
     train.add_argument("--batch-size", type=int)
     train.add_argument("--lr", type=float)
-    train.add_argument("--objective", default="lm", help="training objective: lm (next token)")
+    train.add_argument("--objective", default="lm", choices=("lm", "ss"),
+                       help="lm (next token) or ss (Speculative Streaming: main + 0.1 x each stream's CE)")
     train.add_argument("--output", type=Path, help="write the checkpoint here instead of the cache")
     train.add_argument("--samples", type=int, default=32, help="evaluation prompts to decode for the quality metric")
     _common(train)
@@ -43,11 +44,24 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--max-new-tokens", type=int, default=128)
     bench.add_argument("--rounds", type=int, default=3)
     bench.add_argument("--json", type=Path, help="also write every record to this JSON file")
+    bench.add_argument("--objective", help="training objective of shape checkpoints: lm or ss "
+                       "(default: ss when a technique needs speculative streams, else lm)")
     _common(bench)
+
+    compare = sub.add_parser("compare", help="gate a saved run against a baseline run of the same GPU model "
+                                             "(exit 1 on a slower cell or a changed output)")
+    compare.add_argument("baseline", type=Path, help="pytest-benchmark JSON of the reference run")
+    compare.add_argument("current", type=Path, help="pytest-benchmark JSON of the run to check")
+    compare.add_argument("--tolerance", type=float, default=0.05,
+                         help="allowed tokens/s drop per cell, as a fraction (default 0.05)")
+
+    report = sub.add_parser("report", help="write the Markdown results (and PNG plots) of saved runs")
+    report.add_argument("runs", type=Path, nargs="+", metavar="RUN.json", help="pytest-benchmark JSON files")
+    report.add_argument("--out", type=Path, default=Path("docs/results"), help="output directory (default docs/results)")
 
     args = parser.parse_args(argv)
     try:
-        return {"train": cmd_train, "bench": cmd_bench}[args.command](args)
+        return {"train": cmd_train, "bench": cmd_bench, "compare": cmd_compare, "report": cmd_report}[args.command](args)
     except (data.DataError, ValueError, FileNotFoundError) as exc:
         print(f"llmopt: error: {exc}", file=sys.stderr)
         return 2
@@ -100,7 +114,8 @@ def cmd_bench(args) -> int:
     records = []
     for dataset in datasets:
         workload = measure.build_workload(dataset, model, args.num_prompts, args.max_new_tokens,
-                                          data_dir=args.data_dir, device=device)
+                                          data_dir=args.data_dir, device=device,
+                                          objective=args.objective or measure.objective_for(techniques))
         references = {}
         for name, strategy in strategies.items():
             if strategy.dtype not in references:
@@ -114,6 +129,23 @@ def cmd_bench(args) -> int:
     print(table(records))
     if args.json:
         args.json.write_text(json.dumps(records, indent=2))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from . import compare
+
+    baseline, current = compare.load_run(args.baseline), compare.load_run(args.current)
+    failures = compare.gate(current, baseline, args.tolerance)  # refuses runs of different GPU models
+    print(compare.render(current, baseline, failures, args.tolerance))
+    return 1 if failures else 0
+
+
+def cmd_report(args) -> int:
+    from . import report
+
+    for path in report.write(args.runs, args.out):
+        print(f"wrote {path}")
     return 0
 
 

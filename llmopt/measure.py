@@ -29,6 +29,7 @@ from .train import default_recipe, ensure_trained
 class Workload:
     dataset: str
     model: str  # what the user asked for: a shape (trained on the dataset), a directory or a hub id
+    objective: str  # the training objective of a shape checkpoint ("lm" or "ss")
     checkpoint: Path
     examples: list[data.Example]
     prompts: list[list[int]]
@@ -39,6 +40,13 @@ class Workload:
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def objective_for(techniques: list[str]) -> str:
+    """The training objective whose checkpoint can serve every technique asked for."""
+    from .strategies import STRATEGIES
+
+    return "ss" if any(STRATEGIES[t].objective == "ss" for t in techniques if t in STRATEGIES) else "lm"
 
 
 def build_workload(dataset: str, model: str = "125m", num_prompts: int = 32, max_new_tokens: int = 128,
@@ -58,7 +66,7 @@ def build_workload(dataset: str, model: str = "125m", num_prompts: int = 32, max
     if max_new_tokens >= context:
         raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a {context}-token context")
     prompts = [encode_prompt(tokenizer, ex.prompt, context - max_new_tokens) for ex in examples]
-    return Workload(dataset, model, checkpoint, examples, prompts, max_new_tokens, tokenizer.eos_token_id, tokenizer)
+    return Workload(dataset, model, objective, checkpoint, examples, prompts, max_new_tokens, tokenizer.eos_token_id, tokenizer)
 
 
 def run_pass(strategy: Strategy, workload: Workload, prompts: list[list[int]] | None = None,
@@ -104,6 +112,8 @@ def summarize(strategy: Strategy, workload: Workload, passes: list[list[tuple[Ge
         "dataset": workload.dataset,
         "technique": strategy.name,
         "model": workload.model,
+        "objective": workload.objective,
+        "checkpoint": workload.checkpoint.name if workload.checkpoint else None,
         "num_prompts": len(outputs),
         "max_new_tokens": workload.max_new_tokens,
         "tokens_per_s": statistics.median(rates),

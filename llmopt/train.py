@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import data
 from .checkpoints import atomic_dir, atomic_save, cache_dir
-from .models.gpt_neo import GPTNeo, make_config
+from .models.gpt_neo import SHAPES, GPTNeo, make_config
 from .spec_stream.loss import build_ss, ss_loss
 from .tokenizer import encode_example, load_tokenizer, train_tokenizer
 
@@ -58,7 +58,13 @@ def default_recipe(dataset: str, shape: str = "125m", **overrides) -> Recipe:
     per_dataset = {"e2e_nlg": dict(batch_size=128, max_len=256), "spider": {}, "dialogsum": {}}
     if shape == "tiny":  # CI: a few seconds on a CPU
         per_dataset = {d: dict(steps=30, batch_size=8, max_len=256, vocab_size=512, warmup_steps=5) for d in data.DATASETS}
-    return Recipe(shape=shape, **{**per_dataset[dataset], **overrides})
+    recipe = Recipe(shape=shape, **{**per_dataset[dataset], **overrides})
+    if recipe.objective == "ss" and not recipe.objective_options:
+        # MSA in the top 1/6 of the layers for SQL (the paper's choice) and the top 1/3 otherwise
+        # (the paper uses 1/2; a third costs less per training and decoding step — to be swept)
+        layers = SHAPES[shape]["num_layers"]
+        recipe.objective_options = {"gamma": 4, "num_stream_layers": max(1, layers // (6 if dataset == "spider" else 3))}
+    return recipe
 
 
 def checkpoint_dir(dataset: str, recipe: Recipe) -> Path:
@@ -164,8 +170,10 @@ def train(dataset: str, recipe: Recipe, out_dir: Path | None = None, data_dir=No
     encoded = encode_split(train_examples, tokenizer, max_len)
     eval_encoded = encode_split(eval_examples, tokenizer, max_len)
     eval_batches = [collate(eval_encoded[i: i + 32]) for i in range(0, len(eval_encoded), 32)]
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    # decay matrices only: not biases, norms or stream identifiers (embeddings to learn freely)
+    decayed = {n for n, p in model.named_parameters() if p.dim() >= 2 and "stream_embeddings" not in n}
+    decay = [p for n, p in model.named_parameters() if n in decayed]
+    no_decay = [p for n, p in model.named_parameters() if n not in decayed]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=recipe.lr, betas=(0.9, 0.95), fused=device.type == "cuda",

@@ -19,7 +19,7 @@ class Fake(Strategy):
 
 def workload(outputs):
     examples = [Example(str(i), "p", " t", (" ".join(f"w{t}" for t in o if t != 0),)) for i, o in enumerate(outputs)]
-    return measure.Workload("e2e_nlg", "tiny", None, examples, [[1]] * len(outputs), 8, 0, FakeTokenizer())
+    return measure.Workload("e2e_nlg", "tiny", "lm", None, examples, [[1]] * len(outputs), 8, 0, FakeTokenizer())
 
 
 def test_summarize_counts_tokens_over_wall_time():

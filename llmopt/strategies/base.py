@@ -30,6 +30,8 @@ class Strategy:
     dtype: torch.dtype = torch.float32
     attention_provider: str = "eager"
     runtime: str = "eager"
+    objective: ClassVar[str] = "lm"  # the training objective a checkpoint needs for this technique
+    device: torch.device  # set by prepare()
 
     def prepare(self, checkpoint: Path, device: str | torch.device) -> None:
         raise NotImplementedError

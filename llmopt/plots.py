@@ -1,0 +1,108 @@
+"""Figures that explain the tables: where speculative decoding pays (tokens/s against acceptance
+ratio, the plain techniques as reference lines) and where a decoding step's time goes (prepare /
+forward / verify+commit). Drawn on matplotlib's Agg canvas without pyplot: no global state, no
+display needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .compare import Run
+from .report import DATASET_TITLES, datasets, techniques
+
+STEP_PARTS = (("step_prepare_s", "prepare (tree, masks)", "#f2a541"),
+              ("step_forward_s", "forward", "#3d6fb6"),
+              ("step_verify_s", "verify + commit", "#c8553d"))
+COLORS = ("#3d6fb6", "#c8553d", "#4c9f70", "#8e6bbf", "#f2a541", "#5b5b5b", "#d17fb0", "#2aa3a3")
+
+
+def _figure(n: int) -> Figure:
+    fig = Figure(figsize=(4.2 * n + 0.6, 4.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=120, metadata={"Software": None})  # no version stamp: same run, same bytes
+    return path
+
+
+def _colors(run: Run) -> dict[str, str]:
+    """One colour per technique, the same in every panel."""
+    names = techniques([run]) + [r["technique"] for r in run.records if r.get("simulated")]
+    return {t: COLORS[i % len(COLORS)] for i, t in enumerate(dict.fromkeys(names))}
+
+
+def acceptance_plot(run: Run, path: str | Path) -> Path:
+    """Per dataset: measured speculative cells (records with `acceptance_ratio`) as filled points,
+    simulated sweep points (`simulated: true`) as a dashed line of hollow points, and every
+    non-speculative technique as a horizontal line at its tokens/s."""
+    colors = _colors(run)
+    names = datasets([run]) or [None]
+    fig = _figure(len(names))
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    for ax, dataset in zip(axes, names):
+        cells = [r for (d, _), r in run.cells.items() if d == dataset]
+        simulated = sorted((r for r in run.records if r.get("simulated") and r.get("dataset") == dataset),
+                           key=lambda r: (r["technique"], r["acceptance_ratio"]))
+        top = max([r["tokens_per_s"] for r in cells + simulated], default=1.0)
+        for r in cells:
+            if "acceptance_ratio" in r:
+                ax.scatter(r["acceptance_ratio"], r["tokens_per_s"], s=60, color=colors[r["technique"]],
+                           zorder=3, label=f"{r['technique']} (measured)")
+            else:
+                ax.axhline(r["tokens_per_s"], color=colors[r["technique"]], lw=1.5, ls="-", alpha=0.8,
+                           label=f"{r['technique']} (no drafting)")
+        for technique in dict.fromkeys(r["technique"] for r in simulated):
+            points = [r for r in simulated if r["technique"] == technique]
+            ax.plot([r["acceptance_ratio"] for r in points], [r["tokens_per_s"] for r in points], ls="--", marker="o",
+                    mfc="white", color=colors[technique], zorder=2, label=f"{technique} (simulated)")
+        if not any("acceptance_ratio" in r for r in cells) and not simulated:
+            ax.text(0.5, 0.06, "no speculative technique in this run", transform=ax.transAxes, ha="center",
+                    color="0.4", fontsize=9)
+        ax.set(xlim=(0, 1), ylim=(0, top * 1.15), xlabel="acceptance ratio (accepted / proposed draft tokens)",
+               ylabel="tokens/s", title=DATASET_TITLES.get(dataset, dataset or "no cells"))
+        ax.grid(alpha=0.3)
+    _legend(fig, axes)
+    fig.suptitle(f"{run.gpu}: tokens/s against acceptance ratio (batch 1, greedy)")
+    return _save(fig, Path(path))
+
+
+def step_time_plot(run: Run, path: str | Path) -> Path:
+    """Per dataset, one stacked bar per technique: mean time per target forward step, in ms."""
+    names = datasets([run]) or [None]
+    fig = _figure(len(names))
+    axes = fig.subplots(1, len(names), squeeze=False, sharey=True)[0]
+    top = 0.0
+    for ax, dataset in zip(axes, names):
+        cells = [r for (d, _), r in run.cells.items() if d == dataset and "step_forward_s" in r]
+        x = range(len(cells))
+        bottom = [0.0] * len(cells)
+        for key, label, color in STEP_PARTS:
+            ms = [1000 * (r.get(key) or 0.0) for r in cells]
+            ax.bar(x, ms, bottom=bottom, color=color, label=label, width=0.6)
+            bottom = [b + m for b, m in zip(bottom, ms)]
+        for i, total in enumerate(bottom):
+            ax.annotate(f"{total:.2f}", (i, total), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=8)
+        ax.set_xticks(list(x), [r["technique"] for r in cells])
+        ax.set(xlabel="technique", title=DATASET_TITLES.get(dataset, dataset or "no cells"))
+        ax.grid(axis="y", alpha=0.3)
+        top = max([top, *bottom])
+    axes[0].set(ylabel="ms per step (one target forward)", ylim=(0, 1.12 * top or 1))
+    _legend(fig, axes)
+    fig.suptitle(f"{run.gpu}: time per decoding step (batch 1, greedy)")
+    return _save(fig, Path(path))
+
+
+def _legend(fig: Figure, axes) -> None:
+    """One legend under the panels, each label once."""
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=min(len(entries), 6),
+                   frameon=False)

@@ -1,0 +1,165 @@
+"""Markdown results from saved runs: per run (one GPU) the tokens/s table the original project
+published (techniques x datasets, median with min–max), the speed-up over `naive` of the same run
+and the cell details; with several runs, tokens/s side by side across GPUs. The output depends
+only on the input files, so a committed report changes only when a run does."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from .compare import Run, load_run
+
+DATASET_TITLES = {"spider": "Spider", "dialogsum": "DialogSum", "e2e_nlg": "E2E-NLG"}
+QUALITY_TITLES = {"exact_match": "EM", "rouge_l": "ROUGE-L"}
+DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+REPORT = "benchmarks.md"
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-")
+
+
+def datasets(runs: list[Run]) -> list[str]:
+    """Known datasets in the project's order, then any others as they appear."""
+    seen = dict.fromkeys(d for run in runs for d, _ in run.cells)
+    return [d for d in DATASET_TITLES if d in seen] + [d for d in seen if d not in DATASET_TITLES]
+
+
+def techniques(runs: list[Run]) -> list[str]:
+    return list(dict.fromkeys(t for run in runs for _, t in run.cells))
+
+
+def _spread(r: dict) -> str:
+    """Min–max as the README writes it: whole tokens/s once they reach three digits."""
+    digits = 0 if r["tokens_per_s_max"] >= 100 else 1
+    return f"{r['tokens_per_s_min']:.{digits}f}–{r['tokens_per_s_max']:.{digits}f}"
+
+
+def _speedup(run: Run, cell: tuple[str, str]) -> str:
+    naive = run.cells.get((cell[0], "naive"))
+    return f"{run.cells[cell]['tokens_per_s'] / naive['tokens_per_s']:.2f}×" if naive else "–"
+
+
+def _label(run: Run, technique: str) -> str:
+    dtypes = dict.fromkeys(DTYPES.get(r.get("dtype"), r.get("dtype")) for (_, t), r in run.cells.items() if t == technique)
+    dtypes.pop(None, None)
+    return f"{technique} ({', '.join(dtypes)})" if dtypes else technique
+
+
+def _grid(run: Run, names: list[str], cell_text) -> list[str]:
+    """Rows = techniques, columns = datasets."""
+    lines = ["| technique | " + " | ".join(DATASET_TITLES.get(d, d) for d in names) + " |",
+             "|---" + "|---:" * len(names) + "|"]
+    for t in techniques([run]):
+        lines.append(f"| {_label(run, t)} | " + " | ".join(
+            cell_text((d, t)) if (d, t) in run.cells else "–" for d in names) + " |")
+    return lines
+
+
+def _facts(run: Run) -> list[str]:
+    info, cells = run.machine_info, list(run.cells.values())
+    workload = {k: sorted({str(c.get(k)) for c in cells}) for k in ("model", "num_prompts", "max_new_tokens")}
+    rounds = sorted({str(len(c.get("tokens_per_s_rounds") or [])) for c in cells})
+    gpus = f" × {info['gpu_count']}" if (info.get("gpu_count") or 1) > 1 else ""
+    return [f"- GPU: {run.gpu}{gpus}",
+            f"- date: {run.datetime[:16].replace('T', ' ')} UTC",
+            f"- software: {run.versions()}",
+            f"- workload: model {'/'.join(workload['model'])}, {'/'.join(workload['num_prompts'])} prompts, "
+            f"up to {'/'.join(workload['max_new_tokens'])} new tokens, {'/'.join(rounds)} rounds",
+            f"- saved run: `{run.name}`" + (f", commit {run.commit}" if run.commit and run.commit != "unknown" else "")]
+
+
+def _details(run: Run, names: list[str]) -> list[str]:
+    lines = ["| technique | dataset | mean accepted tokens | acceptance | peak memory (MiB) | quality | match naive |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for t in techniques([run]):
+        for d in names:
+            r = run.cells.get((d, t))
+            if r is None:
+                continue
+            peak = r.get("peak_memory_bytes")
+            acceptance = r.get("acceptance_ratio")
+            match = r.get("match_naive")
+            quality = (f"{QUALITY_TITLES.get(r['quality_metric'], r['quality_metric'])} {r['quality']:.1f}"
+                       if r.get("quality_metric") else "–")
+            lines.append(f"| {t} | {DATASET_TITLES.get(d, d)} | {r['mean_accepted_tokens']:.2f} | {'–' if acceptance is None else f'{acceptance:.2f}'} | "
+                         f"{'–' if peak is None else f'{peak / 2**20:.0f}'} | {quality} | "
+                         f"{'–' if match is None else f'{match:.2f}'} |")
+    return lines
+
+
+def run_section(run: Run, figures: list[tuple[str, str]] = ()) -> list[str]:
+    names = datasets([run])
+    lines = [f"## {run.gpu}", "", *_facts(run), "",
+             "tokens/s, median over rounds (min–max):", "",
+             *_grid(run, names, lambda c: f"{run.cells[c]['tokens_per_s']:.1f} ({_spread(run.cells[c])})"),
+             ""]
+    if any(t == "naive" for _, t in run.cells):
+        lines += ["Speed-up over `naive` (same run):", "", *_grid(run, names, lambda c: _speedup(run, c)), ""]
+    lines += ["Per cell: mean accepted tokens per target forward, acceptance ratio of drafted tokens, "
+              "peak GPU memory, quality of the outputs, share of prompts identical to plain greedy decoding:", "",
+              *_details(run, names), ""]
+    for title, file in figures:
+        lines += [f"![{title}]({file})", ""]
+    return lines
+
+
+def _column_titles(runs: list[Run]) -> list[str]:
+    """GPU names, with the saved run's file name where a GPU appears twice."""
+    gpus = [run.gpu for run in runs]
+    return [g if gpus.count(g) == 1 else f"{g} ({Path(run.name).stem})" for g, run in zip(gpus, runs)]
+
+
+def across_gpus(runs: list[Run]) -> list[str]:
+    lines = ["## Across GPUs", "",
+             "tokens/s median (speed-up over `naive` of the same run); absolute numbers compare only "
+             "beside their GPU:", "",
+             "| technique | dataset | " + " | ".join(_column_titles(runs)) + " |",
+             "|---|---" + "|---:" * len(runs) + "|"]
+    for t in techniques(runs):
+        for d in datasets(runs):
+            if not any((d, t) in run.cells for run in runs):
+                continue
+            values = [f"{run.cells[d, t]['tokens_per_s']:.1f} ({_speedup(run, (d, t))})" if (d, t) in run.cells else "–"
+                      for run in runs]
+            lines.append(f"| {t} | {DATASET_TITLES.get(d, d)} | " + " | ".join(values) + " |")
+    return lines + [""]
+
+
+def markdown(runs: list[Run], figures: dict[str, list[tuple[str, str]]] | None = None) -> str:
+    """The report; `figures` maps a run's name to (title, file) pairs to embed."""
+    figures = figures or {}
+    lines = ["# Benchmark results", "",
+             "Batch 1, greedy decoding; tokens/s = generated tokens / wall time of the generate calls "
+             "(see the benchmark protocol). Written by `llmopt report` from "
+             + ", ".join(f"`{run.name}`" for run in runs) + ".", ""]
+    if len(runs) > 1:
+        lines += across_gpus(runs)
+    for run in runs:
+        lines += run_section(run, figures.get(run.name, []))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write(paths: list[str | Path], out: str | Path) -> list[Path]:
+    """Write the Markdown report of the saved runs at `paths` into `out`, with two PNG figures per
+    run when matplotlib (the `plot` extra) is installed. Returns the files written."""
+    runs = [load_run(p) for p in paths]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures, written = {}, []
+    try:
+        from . import plots
+    except ImportError:
+        print("llmopt report: matplotlib is not installed (pip install -e '.[plot]'): no plots", file=sys.stderr)
+    else:
+        for run in runs:
+            stem = f"{slug(run.gpu)}-{slug(Path(run.name).stem)}"
+            pairs = [("tokens/s against acceptance ratio", plots.acceptance_plot(run, out / f"{stem}-acceptance.png")),
+                     ("time per decoding step", plots.step_time_plot(run, out / f"{stem}-step-time.png"))]
+            figures[run.name] = [(title, path.name) for title, path in pairs]
+            written += [path for _, path in pairs]
+    report = out / REPORT
+    report.write_text(markdown(runs, figures))
+    return [report, *written]

@@ -1,0 +1,199 @@
+"""The regression gate: synthetic saved runs shaped like pytest-benchmark's JSON, compared by
+`llmopt compare` and by the `--gate-baseline` option of the benchmark harness."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmopt import cli, compare
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ("spider", "dialogsum", "e2e_nlg")
+
+
+def cell(dataset, technique, tokens_per_s, sha="a", **extra):
+    """An extra_info record as llmopt.measure.summarize writes it (the fields the tools read)."""
+    return {"dataset": dataset, "technique": technique, "model": "125m", "num_prompts": 32, "max_new_tokens": 128,
+            "tokens_per_s": tokens_per_s, "tokens_per_s_min": 0.95 * tokens_per_s,
+            "tokens_per_s_max": 1.04 * tokens_per_s, "tokens_per_s_rounds": [0.95 * tokens_per_s, tokens_per_s],
+            "mean_accepted_tokens": 1.0, "peak_memory_bytes": 400 * 2**20, "output_sha256": f"{sha}-{dataset}",
+            "match_naive": 1.0, "quality_metric": "exact_match" if dataset == "spider" else "rouge_l",
+            "quality": 50.0, "dtype": "float16" if technique == "half" else "float32",
+            "step_prepare_s": 0.0, "step_forward_s": 1 / tokens_per_s, "step_verify_s": 0.0, **extra}
+
+
+def saved_run(path, records, gpu="NVIDIA H200", when="2026-11-26T04:23:15+00:00", torch_version="2.11.0+cu130"):
+    """Write a pytest-benchmark JSON file holding `records` as extra_info."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"machine_info": {"gpu_name": gpu, "gpu_count": 1, "driver_version": "580.159.04", "cuda_version": "13.0",
+                            "torch_version": torch_version, "transformers_version": "5.17.0", "python_version": "3.12.3"},
+           "commit_info": {"id": "unknown"}, "datetime": when, "version": "5.2.3",
+           "benchmarks": [{"name": f"test_throughput[{r['dataset']}-{r['technique']}]", "extra_info": r}
+                          for r in records]}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def matrix(rates=None, sha="a"):
+    rates = rates or {"hf": 140.0, "naive": 280.0, "half": 220.0}
+    return [cell(d, t, rate, sha) for d in DATASETS for t, rate in rates.items()]
+
+
+def test_gate_passes_within_tolerance(tmp_path):
+    base = compare.load_run(saved_run(tmp_path / "base.json", matrix()))
+    cur = compare.load_run(saved_run(tmp_path / "cur.json", matrix({"hf": 134.0, "naive": 300.0, "half": 220.0})))
+    assert compare.gate(cur, base, 0.05) == []  # hf is 4.3% slower: inside 5%
+
+
+def test_gate_fails_on_a_drop_and_on_a_changed_hash_separately(tmp_path):
+    base = compare.load_run(saved_run(tmp_path / "base.json", matrix()))
+    records = matrix({"hf": 140.0, "naive": 250.0, "half": 220.0})
+    records[2]["output_sha256"] = "changed"  # spider/half
+    cur = compare.load_run(saved_run(tmp_path / "cur.json", records))
+    failures = compare.gate(cur, base, 0.05)
+    assert {(f.cell, f.kind) for f in failures} == {
+        *(((d, "naive"), "speed") for d in DATASETS), (("spider", "half"), "output")}
+    text = compare.render(cur, base, failures, 0.05)
+    assert "speed regressions:" in text and "output changed (correctness alarm):" in text
+    assert "gate: FAILED (4 failures)" in text
+
+
+def test_cells_in_one_run_only_are_listed_not_failed(tmp_path):
+    base = compare.load_run(saved_run(tmp_path / "base.json", matrix()))
+    cur = compare.load_run(saved_run(tmp_path / "cur.json", matrix()[3:] + [cell("spider", "ss", 500.0)]))
+    assert compare.gate(cur, base) == []
+    text = compare.render(cur, base, [], 0.05)
+    assert "only in baseline (not gated): spider/hf, spider/naive, spider/half" in text
+    assert "only in current (not gated): spider/ss" in text
+
+
+def test_gate_refuses_another_workload_cell(tmp_path):
+    base = compare.load_run(saved_run(tmp_path / "base.json", matrix()))
+    records = matrix()
+    records[0]["num_prompts"] = 4
+    failures = compare.gate(compare.load_run(saved_run(tmp_path / "cur.json", records)), base)
+    assert [(f.cell, f.kind) for f in failures] == [(("spider", "hf"), "workload")]
+
+
+def test_gate_refuses_another_gpu_and_shows_both_versions(tmp_path):
+    base = compare.load_run(saved_run(tmp_path / "base.json", matrix()))
+    cur = compare.load_run(saved_run(tmp_path / "cur.json", matrix(), gpu="NVIDIA H100 80GB HBM3",
+                                     torch_version="2.13.0+cu130"))
+    with pytest.raises(compare.GpuMismatch, match="different GPU models") as err:
+        compare.gate(cur, base)
+    assert "torch 2.11.0+cu130" in str(err.value) and "torch 2.13.0+cu130" in str(err.value)
+
+
+def test_cli_compare_exit_codes_and_table(tmp_path, capsys):
+    base = saved_run(tmp_path / "base.json", matrix())
+    same = saved_run(tmp_path / "same.json", matrix({"hf": 141.0, "naive": 280.0, "half": 220.0}))
+    slow = saved_run(tmp_path / "slow.json", matrix({"hf": 100.0, "naive": 280.0, "half": 220.0}))
+    other = saved_run(tmp_path / "other.json", matrix(), gpu="NVIDIA A100-SXM4-80GB")
+    assert cli.main(["compare", str(base), str(same)]) == 0
+    out = capsys.readouterr().out
+    assert "spider/hf" in out and "+0.7%" in out and "gate: passed" in out
+    assert cli.main(["compare", str(base), str(slow), "--tolerance", "0.5"]) == 0
+    assert cli.main(["compare", str(base), str(slow)]) == 1
+    assert "-28.6%" in capsys.readouterr().out
+    assert cli.main(["compare", str(base), str(other)]) == 2
+    assert "refusing to compare" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{}")
+    assert cli.main(["compare", str(base), str(tmp_path / "bad.json")]) == 2
+    assert "not a pytest-benchmark JSON file" in capsys.readouterr().err
+
+
+def test_latest_run_is_the_newest_by_date_across_machine_ids(tmp_path):
+    assert compare.latest_run(tmp_path) is None
+    saved_run(tmp_path / "Linux-CPython-3.12-64bit/0002_b.json", [], when="2026-11-27T00:00:00+00:00")
+    newest = saved_run(tmp_path / "Linux-CPython-3.13-64bit/0001_a.json", [], when="2026-11-28T00:00:00+00:00")
+    assert compare.latest_run(tmp_path) == newest
+
+
+# The harness option end to end: bench/conftest.py as the plugin of an inner pytest session whose
+# benchmark only reports canned records, so it runs in well under a second.
+
+BENCH_FILE = """
+import pytest
+RATES = {rates}
+
+@pytest.mark.parametrize("cell", sorted(RATES))
+def test_cell(benchmark, cell):
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+    dataset, technique = cell.split("/")
+    benchmark.extra_info.update(dataset=dataset, technique=technique, model="tiny", num_prompts=2,
+                                max_new_tokens=16, tokens_per_s=RATES[cell], output_sha256="h-" + cell)
+"""
+
+
+@pytest.fixture(scope="module")
+def bench_conftest():
+    """bench/conftest.py as a module of its own, loaded once and before pytester snapshots
+    sys.modules (it restores them after each test, and torch cannot be imported twice)."""
+    spec = importlib.util.spec_from_file_location("llmopt_bench_conftest", ROOT / "bench" / "conftest.py")
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)  # dataclasses look it up there
+    spec.loader.exec_module(module)
+    return module
+
+
+class FastMachineInfo:
+    """Skips pytest-benchmark's CPU probe (a second per saved run); our conftest adds the GPU facts."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_benchmark_generate_machine_info(self, config):
+        return {"node": "test"}
+
+
+@pytest.fixture
+def harness(bench_conftest, pytester):
+    plugin = bench_conftest
+    storage = pytester.path / ".benchmarks" / plugin.gpu_slug()
+
+    def run(rates, *args):
+        pytester.makepyfile(test_bench=BENCH_FILE.format(rates=rates))
+        # hypothesis' plugin alone costs seconds per inner session, and nothing here needs it
+        return pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:hypothesispytest", *args,
+                                            plugins=[plugin, FastMachineInfo()])
+
+    machine = {}
+    plugin.pytest_benchmark_update_machine_info(None, machine)
+    return run, storage, machine
+
+
+def baseline_records(rates):
+    return [{"dataset": c.split("/")[0], "technique": c.split("/")[1], "model": "tiny", "num_prompts": 2,
+             "max_new_tokens": 16, "tokens_per_s": r, "output_sha256": "h-" + c} for c, r in rates.items()]
+
+
+def test_harness_gate_latest(harness):
+    run, storage, machine = harness
+    rates = {"spider/naive": 100.0, "e2e_nlg/naive": 200.0}
+
+    result = run(rates, "--gate-baseline", "latest")  # nothing saved yet: said, not failed
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*llmopt gate: no saved run of * nothing to compare, not gating*"])
+
+    saved = saved_run(storage / "Linux-CPython-3.12-64bit" / "0001_base.json", baseline_records(rates),
+                      gpu=machine["gpu_name"])
+    result = run({"spider/naive": 99.0, "e2e_nlg/naive": 200.0}, "--gate-baseline", "latest",
+                 "--benchmark-save", "ci")
+    assert result.ret == 0, result.stdout.str()
+    result.stdout.fnmatch_lines(["*llmopt gate: against *0001_base.json: cpu*", "*gate: passed*"])
+    assert len(list(storage.glob("*/*_ci.json"))) == 1  # saved, and not compared against itself
+
+    result = run({"spider/naive": 80.0, "e2e_nlg/naive": 200.0}, "--gate-baseline", str(saved))
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*llmopt gate*", "*spider/naive*100.0*80.0*-20.0%*SLOWER*", "*gate: FAILED*"])
+
+
+def test_harness_gate_refuses_another_gpu_before_running(harness, tmp_path):
+    run, _, machine = harness
+    other = saved_run(tmp_path / "other.json", [], gpu="Some Other GPU")
+    result = run({"spider/naive": 1.0}, "--gate-baseline", str(other))
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "refusing to compare runs of different GPU models" in result.stderr.str()

@@ -1,0 +1,73 @@
+"""`llmopt report`: Markdown tables per GPU and across GPUs, and the two PNG figures."""
+
+import sys
+
+from test_compare import cell, matrix, saved_run
+
+from llmopt import cli, plots, report
+from llmopt.compare import load_run
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def two_gpus(tmp_path):
+    h200 = matrix()
+    h200[4].update(peak_memory_bytes=464 * 2**20, quality=24.6)  # dialogsum/naive
+    ss = [cell(d, "ss", 600.0, mean_accepted_tokens=2.5, acceptance_ratio=0.62, acceptance_per_depth=[0.8, 0.5],
+               step_prepare_s=0.0004, step_verify_s=0.0003) for d in ("spider", "dialogsum", "e2e_nlg")]
+    sweep = [cell("e2e_nlg", "ss", 300.0 + 500 * a, simulated=True, acceptance_ratio=a) for a in (0.2, 0.5, 0.8)]
+    a = saved_run(tmp_path / "h200/0001_foundation.json", h200 + ss + sweep)
+    b = saved_run(tmp_path / "h100/0001_foundation.json", matrix({"hf": 120.0, "naive": 240.0}),
+                  gpu="NVIDIA H100 80GB HBM3", when="2026-11-27T10:00:00+00:00")
+    return a, b
+
+
+def test_markdown_per_gpu_and_across_gpus(tmp_path):
+    a, b = two_gpus(tmp_path)
+    text = report.markdown([load_run(a), load_run(b)])
+    assert text == report.markdown([load_run(a), load_run(b)])  # deterministic
+    assert "## Across GPUs" in text and "| technique | dataset | NVIDIA H200 | NVIDIA H100 80GB HBM3 |" in text
+    assert "| hf | Spider | 140.0 (0.50×) | 120.0 (0.50×) |" in text
+    assert "| half | Spider | 220.0 (0.79×) | – |" in text
+    assert "## NVIDIA H200" in text and "## NVIDIA H100 80GB HBM3" in text
+    assert "- date: 2026-11-27 10:00 UTC" in text
+    assert "- software: driver 580.159.04, CUDA 13.0, torch 2.11.0+cu130, transformers 5.17.0, Python 3.12.3" in text
+    assert "- workload: model 125m, 32 prompts, up to 128 new tokens, 2 rounds" in text
+    assert "| technique | Spider | DialogSum | E2E-NLG |" in text
+    assert "| hf (fp32) | 140.0 (133–146) | 140.0 (133–146) | 140.0 (133–146) |" in text
+    assert "| half (fp16) | 0.79× | 0.79× | 0.79× |" in text
+    assert "| ss (fp32) | 2.14× | 2.14× | 2.14× |" in text
+    assert "| naive | DialogSum | 1.00 | – | 464 | ROUGE-L 24.6 | 1.00 |" in text
+    assert "| ss | Spider | 2.50 | 0.62 | 400 | EM 50.0 | 1.00 |" in text
+    assert "300.0" not in text.split("## NVIDIA H200")[1]  # simulated points are not measurements
+
+
+def test_cli_report_writes_markdown_and_pngs(tmp_path, capsys):
+    a, b = two_gpus(tmp_path)
+    out = tmp_path / "results"
+    assert cli.main(["report", str(a), str(b), "--out", str(out)]) == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["NVIDIA-H100-80GB-HBM3-0001-foundation-acceptance.png",
+                     "NVIDIA-H100-80GB-HBM3-0001-foundation-step-time.png",
+                     "NVIDIA-H200-0001-foundation-acceptance.png", "NVIDIA-H200-0001-foundation-step-time.png",
+                     "benchmarks.md"]
+    for png in out.glob("*.png"):
+        data = png.read_bytes()
+        assert data.startswith(PNG) and len(data) > 10_000
+    text = (out / "benchmarks.md").read_text()
+    assert "![time per decoding step](NVIDIA-H200-0001-foundation-step-time.png)" in text
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_plots_draw_runs_without_speculative_cells(tmp_path):
+    run = load_run(saved_run(tmp_path / "run.json", matrix()))
+    assert plots.acceptance_plot(run, tmp_path / "a.png").read_bytes().startswith(PNG)
+    assert plots.step_time_plot(run, tmp_path / "s.png").read_bytes().startswith(PNG)
+
+
+def test_report_without_matplotlib_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "llmopt.plots", None)  # import fails as if matplotlib were missing
+    monkeypatch.delattr("llmopt.plots")
+    a, _ = two_gpus(tmp_path)
+    assert [p.name for p in report.write([a], tmp_path / "out")] == ["benchmarks.md"]
+    assert "matplotlib is not installed" in capsys.readouterr().err
