@@ -19,7 +19,7 @@ from llmopt import compare, data, measure
 from llmopt.strategies import STRATEGIES
 
 GPU = torch.cuda.is_available()
-DEFAULT_TECHNIQUES = "hf,naive,half"
+DEFAULT_TECHNIQUES = "hf,naive,half,ss"
 
 
 def pytest_addoption(parser):

@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--lr", type=float)
     train.add_argument("--objective", default="lm", choices=("lm", "ss"),
                        help="lm (next token) or ss (Speculative Streaming: main + 0.1 x each stream's CE)")
+    train.add_argument("--gamma", type=int, help="ss: number of speculative streams (default 4)")
+    train.add_argument("--stream-layers", type=int,
+                       help="ss: layers with multi-stream attention (default: 1/6 of the layers for spider, 1/3 otherwise)")
     train.add_argument("--output", type=Path, help="write the checkpoint here instead of the cache")
     train.add_argument("--samples", type=int, default=32, help="evaluation prompts to decode for the quality metric")
     _common(train)
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
                            epilog=EPILOG)
     bench.add_argument("--dataset", action="append", choices=data.DATASETS,
                        help="repeat for several (default: all three)")
-    bench.add_argument("--technique", action="append", help="repeat for several (default: hf, naive, half)")
+    bench.add_argument("--technique", action="append", help="repeat for several (default: hf, naive, half, ss)")
     bench.add_argument("--model", default=None,
                        help="a shape trained per dataset (default 125m on GPU, tiny on CPU), a checkpoint directory or a hub id")
     bench.add_argument("--num-prompts", type=int, default=32)
@@ -80,6 +83,11 @@ def cmd_train(args) -> int:
     overrides = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, base=args.base).items()
                  if v is not None}
     recipe = default_recipe(args.dataset, args.shape, objective=args.objective, **overrides)
+    if args.gamma or args.stream_layers:
+        if args.objective != "ss":
+            raise ValueError("--gamma and --stream-layers need --objective ss")
+        recipe.objective_options.update({k: v for k, v in dict(
+            gamma=args.gamma, num_stream_layers=args.stream_layers).items() if v})
     device = args.device or measure.default_device()
     if args.output:
         path = train(args.dataset, recipe, args.output, data_dir=args.data_dir, device=device)
@@ -109,7 +117,7 @@ def cmd_bench(args) -> int:
     device = args.device or measure.default_device()
     model = args.model or ("125m" if device.startswith("cuda") else "tiny")
     datasets = args.dataset or list(data.DATASETS)
-    techniques = args.technique or ["hf", "naive", "half"]
+    techniques = args.technique or ["hf", "naive", "half", "ss"]
     strategies = {t: get_strategy(t) for t in techniques}  # unknown names fail before any work
     records = []
     for dataset in datasets:
