@@ -1,8 +1,8 @@
 """Property: Speculative Streaming decoding emits exactly the tokens of plain greedy decoding.
 
 Random tiny GPT-Neo configs (local windows shorter than some prompts), random and untrained
-streams, random draft trees, prompts, lengths and EOS ids; float64 on CPU. Attention is sdpa:
-eager computes scores in float32 even for float64 weights, which leaves near-ties to chance.
+streams, random draft trees, prompts, lengths and EOS ids, both attention implementations
+(eager, which the `ss` preset runs, and sdpa); float64 on CPU, so near-ties cannot excuse a mismatch.
 """
 
 import torch
@@ -31,6 +31,7 @@ def cases(draw):
         topk=tuple(draw(st.lists(st.integers(1, 3), min_size=1, max_size=gamma))),
         prompt=draw(st.lists(st.integers(0, vocab - 1), min_size=1, max_size=24)),
         max_new_tokens=draw(st.integers(1, 40)), eos_id=draw(st.none() | st.integers(0, vocab - 1)),
+        attention=draw(st.sampled_from(["eager", "sdpa"])),
     )
 
 
@@ -39,7 +40,7 @@ def cases(draw):
 def test_ss_decoding_equals_greedy(case):
     model = SpecStreamModel.random(case["config"], case["gamma"], case["num_stream_layers"], seed=case["seed"],
                                    dtype=torch.float64)
-    model.set_attention("sdpa")
+    model.set_attention(case["attention"])
     prompt, max_new, eos = case["prompt"], case["max_new_tokens"], case["eos_id"]
     with torch.inference_mode():
         ids = torch.tensor([prompt])

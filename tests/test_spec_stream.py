@@ -13,19 +13,9 @@ from llmopt.train import IGNORE, lm_loss
 CLOCK = Clock("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models: one intra-op thread is faster, and does not crawl when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_model(gamma=3, num_stream_layers=2, layers=3, window=4, vocab=40, seed=0, dtype=torch.float64,
                  attention="sdpa"):
-    """Random weights, large enough not to be degenerate. Attention defaults to sdpa: eager computes
-    scores in float32 even for float64 weights, so only sdpa agrees across shapes to float64 precision."""
+    """Random weights, large enough not to be degenerate (sdpa by default; eager is tested too)."""
     config = make_config("tiny", vocab_size=vocab, hidden_size=32, num_layers=layers, num_heads=2,
                          window_size=window, max_position_embeddings=128, initializer_range=0.3)
     model = SpecStreamModel.random(config, gamma, num_stream_layers, seed=seed, dtype=dtype).eval()
