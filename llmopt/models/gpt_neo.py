@@ -81,8 +81,8 @@ def eager_attention(q, k, v, mask):
     """Reference attention, as GPT-Neo defines it: unscaled scores, in at least float32."""
     acc = torch.promote_types(q.dtype, torch.float32)  # fp16/bf16 -> fp32; fp32/fp64 unchanged
     scores = q.to(acc) @ k.to(acc).transpose(-1, -2)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    if mask is not None:  # one kernel, not two (~mask + masked_fill): decode steps are launch-bound
+        scores = torch.where(mask, scores, torch.finfo(scores.dtype).min)
     return torch.softmax(scores, dim=-1).to(v.dtype) @ v
 
 
