@@ -44,6 +44,7 @@ class Recipe:
     max_len: int = 1024
     seed: int = 0
     base: str | None = None  # fine-tune this checkpoint (its tokenizer too) instead of training from scratch
+    keep_best: bool = True  # write the weights of the evaluation with the lowest loss (early stopping)
     objective: str = "lm"
     objective_options: dict = field(default_factory=dict)
 
@@ -186,7 +187,7 @@ def train(dataset: str, recipe: Recipe, out_dir: Path | None = None, data_dir=No
         return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    start, elapsed, history = 0, 0.0, []
+    start, elapsed, history, best = 0, 0.0, [], None  # best: (eval loss, step, weights on the CPU)
     if resume_path.is_file():
         state = torch.load(resume_path, map_location=device, weights_only=False)
         if state["recipe"] == dataclasses.asdict(recipe):
@@ -194,7 +195,7 @@ def train(dataset: str, recipe: Recipe, out_dir: Path | None = None, data_dir=No
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             rng.setstate(state["rng"])
-            start, elapsed, history = state["step"], state["elapsed"], state["history"]
+            start, elapsed, history, best = state["step"], state["elapsed"], state["history"], state["best"]
 
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -234,23 +235,30 @@ def train(dataset: str, recipe: Recipe, out_dir: Path | None = None, data_dir=No
             eval_loss = evaluate(model, loss_fn, eval_batches, device, autocast)
             history.append({"step": step + 1, "train_loss": float(loss), "eval_loss": eval_loss,
                             "grad_norm": float(grad_norm), "elapsed_s": elapsed})
+            if recipe.keep_best and (best is None or eval_loss < best[0]):
+                best = (eval_loss, step + 1, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
             bar.write(f"step {step + 1}: train loss {float(loss):.3f}, eval loss {eval_loss:.3f}")
             t_last = time.perf_counter()
         if (step + 1) % save_every == 0 and not last:
             atomic_save({"recipe": dataclasses.asdict(recipe), "model": model.state_dict(),
                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "rng": rng.getstate(), "step": step + 1, "elapsed": elapsed, "history": history},
+                         "rng": rng.getstate(), "step": step + 1, "elapsed": elapsed, "history": history,
+                         "best": best},
                         resume_path)
             t_last = time.perf_counter()
     bar.close()
 
+    if best is not None and best[1] != recipe.steps:
+        bar.write(f"keeping the weights of step {best[1]} (lowest eval loss, {best[0]:.3f})")
+        model.load_state_dict(best[2])
     model.set_attention("eager")
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         info = {"dataset": dataset, "recipe": dataclasses.asdict(recipe), "train_time_s": elapsed,
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                "parameters": sum(p.numel() for p in model.parameters()), "history": history}
+                "parameters": sum(p.numel() for p in model.parameters()), "history": history,
+                "kept_step": best[1] if best else recipe.steps}
         (tmp / "llmopt.json").write_text(json.dumps(info, indent=2))
     resume_path.unlink(missing_ok=True)
     return out_dir

@@ -91,3 +91,19 @@ def test_recipe_key_changes_with_the_recipe():
     assert a.key() == training.default_recipe("spider", "125m").key()
     assert a.key() != training.default_recipe("spider", "125m", lr=1e-4).key()
     assert training.default_recipe("e2e_nlg", "125m").batch_size == 128
+
+
+def test_keeps_the_weights_of_the_best_evaluation(tmp_path, toy_data, monkeypatch):
+    losses = iter([2.0, 1.0, 3.0])  # the second evaluation (step 10) is the best
+    snapshots = {}
+
+    def fake_evaluate(model, *args):
+        step = len(snapshots) * 5 + 5
+        snapshots[step] = model.transformer.wte.weight.detach().clone()
+        return next(losses)
+
+    monkeypatch.setattr(training, "evaluate", fake_evaluate)
+    recipe = training.default_recipe("e2e_nlg", "tiny", steps=15, vocab_size=300)
+    out = training.train("e2e_nlg", recipe, tmp_path / "ck", device="cpu", progress=False, eval_every=5)
+    assert json.loads((out / "llmopt.json").read_text())["kept_step"] == 10
+    assert torch.equal(GPTNeo.from_pretrained(out).transformer.wte.weight, snapshots[10])
