@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="write the Markdown results (and PNG plots) of saved runs")
     report.add_argument("runs", type=Path, nargs="+", metavar="RUN.json", help="pytest-benchmark JSON files")
     report.add_argument("--out", type=Path, default=Path("docs/results"), help="output directory (default docs/results)")
+    report.add_argument("--simulated", type=Path, metavar="SWEEP.json",
+                        help="simulated-draft sweep (scripts/ss_simulate.py, same GPU) to add to the acceptance plot")
 
     args = parser.parse_args(argv)
     try:
@@ -152,7 +154,7 @@ def cmd_compare(args) -> int:
 def cmd_report(args) -> int:
     from . import report
 
-    for path in report.write(args.runs, args.out):
+    for path in report.write(args.runs, args.out, args.simulated):
         print(f"wrote {path}")
     return 0
 

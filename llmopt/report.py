@@ -5,6 +5,8 @@ only on the input files, so a committed report changes only when a run does."""
 
 from __future__ import annotations
 
+import json
+
 import re
 import sys
 from pathlib import Path
@@ -142,10 +144,16 @@ def markdown(runs: list[Run], figures: dict[str, list[tuple[str, str]]] | None =
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write(paths: list[str | Path], out: str | Path) -> list[Path]:
+def write(paths: list[str | Path], out: str | Path, simulated: str | Path | None = None) -> list[Path]:
     """Write the Markdown report of the saved runs at `paths` into `out`, with two PNG figures per
-    run when matplotlib (the `plot` extra) is installed. Returns the files written."""
+    run when matplotlib (the `plot` extra) is installed. `simulated`: a JSON list from
+    scripts/ss_simulate.py, made on the same GPU as the one run given, whose `simulated: true`
+    records join that run's acceptance plot (never its tables). Returns the files written."""
     runs = [load_run(p) for p in paths]
+    if simulated is not None:
+        if len(runs) != 1:
+            raise ValueError("--simulated goes with exactly one saved run (the sweep's GPU)")
+        runs[0].records.extend(r for r in json.loads(Path(simulated).read_text()) if r.get("simulated"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures, written = {}, []

@@ -1,7 +1,9 @@
 """`llmopt report`: Markdown tables per GPU and across GPUs, and the two PNG figures."""
 
+import json
 import sys
 
+import pytest
 from test_compare import cell, matrix, saved_run
 
 from llmopt import cli, plots, report
@@ -71,3 +73,17 @@ def test_report_without_matplotlib_says_so(tmp_path, monkeypatch, capsys):
     a, _ = two_gpus(tmp_path)
     assert [p.name for p in report.write([a], tmp_path / "out")] == ["benchmarks.md"]
     assert "matplotlib is not installed" in capsys.readouterr().err
+
+
+def test_a_simulated_sweep_file_joins_the_plot_not_the_tables(tmp_path):
+    run = saved_run(tmp_path / "h200/0002_ss.json", matrix())
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps([cell("e2e_nlg", "ss", 300.0 + 500 * a, simulated=True, acceptance_ratio=a)
+                                 for a in (0.2, 0.6, 1.0)] + [cell("e2e_nlg", "naive", 1.0)]))
+    written = report.write([run], tmp_path / "out", simulated=sweep)
+    text = written[0].read_text()
+    assert "| ss" not in text  # simulated records never become table rows
+    assert "| naive (fp32) | 280.0" in text  # the sweep's own (unsimulated) naive record is ignored
+    assert all(p.read_bytes().startswith(PNG) for p in written[1:])
+    with pytest.raises(ValueError, match="exactly one saved run"):
+        report.write([run, run], tmp_path / "out", simulated=sweep)

@@ -1,0 +1,79 @@
+"""Simulated drafts: the true greedy continuation corrupted at a controlled rate, verified for real."""
+
+import pytest
+import torch
+
+from llmopt.spec_stream.simulate import SimulatedDraftDecoder
+from llmopt.strategies.base import Clock
+from llmopt.strategies.naive import greedy
+from tests.test_spec_stream import random_model
+
+CLOCK = Clock("cpu")
+PROMPTS = [[5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]]  # the second is longer than the window
+
+
+def run(model, topk, accuracy, max_new=30, eos_id=None, seed=0):
+    dec = SimulatedDraftDecoder(model, topk, accuracy=accuracy, seed=seed)
+    outs = []
+    for prompt in PROMPTS:
+        truth = greedy(model.base, prompt, max_new, eos_id, CLOCK).tokens
+        dec.set_continuation(truth)
+        with torch.inference_mode():
+            out = dec.generate(prompt, max_new, eos_id, CLOCK)
+        assert out.tokens == truth
+        outs.append(out)
+    accepted = sum(sum(o.stats["accepted_per_depth"]) for o in outs)
+    proposed = sum(sum(o.stats["proposed_per_depth"]) for o in outs)
+    return outs, accepted / proposed
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_model()
+
+
+def test_perfect_drafts_accept_the_whole_chain(model):
+    outs, ratio = run(model, (1, 1, 1), 1.0)
+    for out in outs:
+        steps = out.stats["accepted_per_step"]
+        assert all(a == 3 for a in steps[:-1])  # the last step may run past max_new_tokens
+        assert out.forward_calls == 1 + len(steps) == 1 + -(-(30 - 1) // 4)
+    assert ratio > 0.9
+
+
+def test_wrong_drafts_accept_nothing(model):
+    outs, ratio = run(model, (1, 1, 1), 0.0)
+    assert ratio == 0 and all(o.forward_calls == 30 for o in outs)
+
+
+@pytest.mark.parametrize("topk", [(1, 1, 1), (3, 2)])
+def test_acceptance_rises_with_accuracy_and_output_stays_greedy(model, topk):
+    ratios = [run(model, topk, a)[1] for a in (0.0, 0.3, 0.7, 1.0)]
+    assert ratios == sorted(ratios) and ratios[0] == 0 and ratios[-1] > ratios[1]
+
+
+def test_eos_inside_an_accepted_path(model):
+    truth = greedy(model.base, PROMPTS[0], 30, None, CLOCK).tokens
+    eos = truth[9]
+    run(model, (1, 1, 1), 1.0, eos_id=eos)  # stops exactly at EOS, output greedy
+
+
+def test_strategy_records_are_labelled_simulated(tmp_path):
+    from llmopt import measure
+    from llmopt.data import Example
+    from llmopt.spec_stream.simulate import simulated_strategy
+
+    class Tok:
+        def decode(self, ids):
+            return " ".join(map(str, ids))
+
+    random_model(dtype=torch.float32).save_pretrained(tmp_path)
+    ss = simulated_strategy("1,1,1", accuracy=0.5, dtype="float64")
+    measure.prepare(ss, measure.Workload("e2e_nlg", "tiny", "ss", tmp_path, [], [], 0, 0, None), "cpu")
+    truths = [greedy(ss.model.base, p, 20, None, CLOCK).tokens for p in PROMPTS]
+    examples = [Example(str(i), "p", " t", ("x",)) for i in range(len(PROMPTS))]
+    work = measure.Workload("e2e_nlg", "tiny", "ss", tmp_path, examples, PROMPTS, 20, -1, Tok())
+    ss.set_references(work.prompts, truths)
+    r = measure.measure(ss, work, rounds=1, warmup_prompts=1, reference=truths)
+    assert r["match_naive"] == 1.0 and r["simulated"] is True and r["technique"] == "ss"
+    assert 0 < r["acceptance_ratio"] < 1
