@@ -1,8 +1,9 @@
 """Property: Speculative Streaming decoding emits exactly the tokens of plain greedy decoding.
 
 Random tiny GPT-Neo configs (local windows shorter than some prompts), random and untrained
-streams, random draft trees, prompts, lengths and EOS ids, both attention implementations
-(eager, which the `ss` preset runs, and sdpa); float64 on CPU, so near-ties cannot excuse a mismatch.
+streams, random draft trees, prompts, lengths and EOS ids, tree pruning off or at random thresholds,
+both attention implementations (eager, which the `ss` preset runs, and sdpa); float64 on CPU, so
+near-ties cannot excuse a mismatch.
 """
 
 import torch
@@ -32,6 +33,7 @@ def cases(draw):
         prompt=draw(st.lists(st.integers(0, vocab - 1), min_size=1, max_size=24)),
         max_new_tokens=draw(st.integers(1, 40)), eos_id=draw(st.none() | st.integers(0, vocab - 1)),
         attention=draw(st.sampled_from(["eager", "sdpa"])),
+        prune=draw(st.just(0.0) | st.sampled_from([1e-3, 0.05, 0.3, 1.0]) | st.floats(1e-4, 0.6)),
     )
 
 
@@ -45,7 +47,7 @@ def test_ss_decoding_equals_greedy(case):
     with torch.inference_mode():
         ids = torch.tensor([prompt])
         torch.testing.assert_close(model(ids)[0], model.base(ids), rtol=0, atol=1e-10)
-        out = Decoder(model, case["topk"]).generate(prompt, max_new, eos, CLOCK)
+        out = Decoder(model, case["topk"], prune=case["prune"]).generate(prompt, max_new, eos, CLOCK)
         expected = greedy(model.base, prompt, max_new, eos, CLOCK)
     assert out.tokens == expected.tokens
     assert out.forward_calls == 1 + len(out.stats["accepted_per_step"]) <= expected.forward_calls

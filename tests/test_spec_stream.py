@@ -328,7 +328,8 @@ def test_strategy_matches_naive(tmp_path):
     naive = get_strategy("naive", dtype="float64")
     naive.prepare(tmp_path, "cpu")
     assert ss.config() == {"dtype": "float64", "attention_provider": "eager", "runtime": "eager", "gamma": 4,
-                           "num_stream_layers": 2, "topk": "2,1,1", "tree_size": 7}
+                           "num_stream_layers": 2, "topk": "2,1,1", "tree_size": 7,
+                           "prune": 0.0}
     for prompt in ([1, 2, 3], [5] * 12):
         out = ss.generate(prompt, 25, 7)
         assert out.tokens == naive.generate(prompt, 25, 7).tokens

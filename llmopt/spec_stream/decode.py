@@ -6,10 +6,19 @@ verifies the draft, and the streams of the last accepted node give the next one.
 accepted draft tokens plus the main stream's token after them (the next root), and keeps the
 accepted nodes' keys/values in the cache. Per step: one host sync (reading the verdict; the Clock's
 timing syncs aside), no Python loop over tree nodes, masks sliced from constants built once.
+
+Tree pruning (paper §3.2, `prune` > 0; off by default): after layer N - Ns the early-exit logits
+(ln_f + LM head) at each node's parent estimate the probability of the node's token; a node below
+the threshold is dropped with its subtree before the MSA layers, which then run on fewer nodes (and
+their streams). The bottom layers cached the whole tree, the top ones only the kept nodes, so the
+commit maps the accepted path to each layer's own positions: full-tree indices below, kept-node
+indices above; afterwards every layer holds prefix + accepted path. Costs a second host sync per
+step (the kept set's size decides the MSA layers' shapes).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -26,13 +35,31 @@ class State:
     cache: KVCache  # the prompt and the emitted tokens except the root
     root: torch.Tensor  # [1] the last emitted token: fed at the next step, not in the cache yet
     stream_logits: torch.Tensor  # [γ, V] the streams at the root's position: the next draft
+    pruned: "Pruned | None" = None  # the last forward's pruning, None if it kept the whole tree
+
+
+@dataclass
+class Pruned:
+    """Which tree nodes the MSA layers of a step's forward kept (sorted, ancestors included)."""
+    keep: torch.Tensor  # [size] bool
+    kept: torch.Tensor  # [kept] long: the kept nodes, in the order of the MSA layers' rows
+    nodes: list[int]  # the same, on the host
+    where: list[int]  # node -> its row in the MSA layers (-1: pruned)
+    split: int  # layers below `split` hold the whole tree, the others the kept nodes
 
 
 class Decoder:
-    def __init__(self, model: SpecStreamModel, topk: Sequence[int]):
+    def __init__(self, model: SpecStreamModel, topk: Sequence[int], prune: float = 0.0):
+        """`prune`: tree-pruning threshold on the early-exit probability of a node's token given
+        its parent (0 = off: every node of the tree reaches the MSA layers)."""
         if len(topk) > model.gamma:
             raise ValueError(f"a tree of depth {len(topk)} needs {len(topk)} streams; the model has {model.gamma}")
+        prune = float(prune)
+        if not 0.0 <= prune <= 1.0:
+            raise ValueError(f"the pruning threshold is a probability in [0, 1], got {prune}")
         self.model = model
+        self.prune = prune
+        self.split = len(model.base.transformer.h) - model.num_stream_layers
         self.device = model.base.lm_head.weight.device
         self.tree = tree = DraftTree(topk, self.device)
         base = model.base
@@ -69,10 +96,43 @@ class Decoder:
             positions = positions.clamp(max=self.limit - 1)
         return ids, positions, self.step_masks(past)
 
+    def forward(self, state: State, ids, positions, masks):
+        """The step's forward over the draft tree (from step_inputs): main and stream logits of
+        the nodes the MSA layers processed (all of them unless pruning dropped some; which ones
+        is left in state.pruned for verify)."""
+        state.pruned = None
+        if not self.prune:
+            return self.model(ids[None], state.cache, positions, masks=masks)
+        return self.model(ids[None], state.cache, positions, masks=masks,
+                          select=lambda x: self.select(state, ids, x))
+
+    def select(self, state: State, ids, x):
+        """The nodes to keep, from the hidden states x [1, size, H] after layer N - Ns: a node is
+        dropped when the early-exit probability of its token at its parent is below the threshold,
+        or an ancestor was dropped. The root is always kept."""
+        tree = self.tree
+        logits = self.model.early_exit(x[0]).float()  # [size, V]
+        # log p(node's token | parent) = logits[parent, ids[node]] - logsumexp(logits[parent])
+        transition = logits[tree.parent_index, ids] - logits.logsumexp(-1).index_select(0, tree.parent_index)
+        low = transition < math.log(self.prune)
+        low[0] = False  # the root is the last step's verified token, not a draft
+        keep = ~(tree.ancestors & low).any(dim=1)
+        nodes = torch.nonzero(keep).flatten().tolist()  # host sync: the MSA layers' row count
+        if len(nodes) == tree.size:
+            return None
+        where = [-1] * tree.size
+        for row, node in enumerate(nodes):
+            where[node] = row
+        kept = torch.tensor(nodes, device=x.device)
+        state.pruned = Pruned(keep, kept, nodes, where, self.split)
+        return kept
+
     def verify(self, state: State, ids, main, streams) -> tuple[list[int], int]:
         """Accept the longest verified path, commit it and set up the next draft. Returns the
         emitted tokens (the accepted draft tokens, then the main stream's next token) and the
         number of accepted draft tokens."""
+        if getattr(state, "pruned", None) is not None:  # set by forward; absent = nothing pruned
+            return self._verify_pruned(state, ids, main, streams)
         predicted = main[0].argmax(-1)
         last = self.tree.accept(ids, predicted)
         verdict = torch.cat([last.view(1), predicted]).tolist()  # the step's one host sync
@@ -90,13 +150,47 @@ class Decoder:
         # an accepted token equals the prediction at its parent: the path's predictions are the output
         return [predicted_host[i] for i in path], accepted
 
+    def _verify_pruned(self, state: State, ids, main, streams) -> tuple[list[int], int]:
+        """verify after a pruned forward: main / streams have one row per kept node."""
+        tree, pruned, cache = self.tree, state.pruned, state.cache
+        predicted = torch.zeros(tree.size, dtype=torch.long, device=ids.device)
+        predicted.index_copy_(0, pruned.kept, main[0].argmax(-1))  # pruned nodes: never read
+        last = tree.accept(ids, predicted, pruned.keep)
+        verdict = torch.cat([last.view(1), predicted]).tolist()
+        last, predicted_host = verdict[0], verdict[1:]
+        path = tree.paths[last]
+        accepted = len(path) - 1
+        kept_rows = len(pruned.nodes)
+        # each layer's own positions: the bottom ones appended the whole tree, the top ones only
+        # the kept nodes. The top-1 chain 0..accepted (all kept) comes first in both orders.
+        if last == accepted:
+            full = rows = None
+        else:
+            full = tree.path_index[last]
+            rows = torch.tensor([pruned.where[node] for node in path], device=ids.device)
+        for i, (k, v) in enumerate(zip(cache.keys, cache.values)):
+            below = i < pruned.split
+            past = k.shape[2] - (tree.size if below else kept_rows)
+            if full is None:
+                cache.keys[i], cache.values[i] = k[:, :, : past + accepted + 1], v[:, :, : past + accepted + 1]
+            else:
+                index = (full if below else rows) + past
+                cache.keys[i] = torch.cat([k[:, :, :past], k.index_select(2, index)], dim=2)
+                cache.values[i] = torch.cat([v[:, :, :past], v.index_select(2, index)], dim=2)
+        state.root = predicted[last: last + 1]
+        state.stream_logits = streams[0, pruned.where[last]]
+        return [predicted_host[i] for i in path], accepted
+
     def generate(self, prompt: list[int], max_new_tokens: int, eos_id: int | None, clock: Clock) -> Generation:
         """Greedy decoding; stops at EOS (kept) or max_new_tokens, truncating a step's tokens there."""
         tree = self.tree
         out = Generation(tokens=[], forward_calls=0)
         accepted_per_step, accepted_per_depth = [], [0] * tree.depth
+        # proposed_per_depth counts the drafted nodes that reached verification (pruning drops
+        # some); kept_per_step: the tree nodes the MSA layers processed per step
+        proposed_per_depth, kept_per_step, depths = [0] * tree.depth, [], [len(p) - 1 for p in tree.paths]
         out.stats = {"accepted_per_step": accepted_per_step, "accepted_per_depth": accepted_per_depth,
-                     "proposed_per_depth": [0] * tree.depth}
+                     "proposed_per_depth": proposed_per_depth, "kept_per_step": kept_per_step}
         if max_new_tokens <= 0:
             return out
         if len(prompt) + max_new_tokens - 1 > self.limit:
@@ -113,8 +207,9 @@ class Decoder:
         while not done:
             ids, positions, masks = self.step_inputs(state)
             t_prepared = clock()
-            main, streams = self.model(ids[None], state.cache, positions, masks=masks)
+            main, streams = self.forward(state, ids, positions, masks)
             t_forward = clock()
+            verified = depths if getattr(state, "pruned", None) is None else [depths[n] for n in state.pruned.nodes]
             new, accepted = self.verify(state, ids, main, streams)
             for token in new:
                 tokens.append(token)
@@ -130,6 +225,7 @@ class Decoder:
             accepted_per_step.append(accepted)
             for d in range(accepted):
                 accepted_per_depth[d] += 1
-        steps = len(accepted_per_step)
-        out.stats["proposed_per_depth"] = [steps * n for n in tree.nodes_per_depth]
+            kept_per_step.append(len(verified))
+            for d in verified[1:]:
+                proposed_per_depth[d - 1] += 1
         return out

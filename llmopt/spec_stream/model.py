@@ -75,19 +75,41 @@ class SpecStreamModel(nn.Module):
         Streams are computed for the new tokens from index `stream_start` on (a prefill needs
         only the last). `masks` (from `stream_masks`) may be passed precomputed; else they are
         built from `tree` ([T, T] bool, None = causal) and the positions."""
-        return self._split(self._rows(ids, cache, positions, tree, stream_start, masks), ids.shape[1], stream_start)
+        return self._split(*self._rows(ids, cache, positions, tree, stream_start, masks), stream_start)
 
     def forward(self, ids, cache: KVCache | None = None, positions=None, tree=None,
-                stream_start: int = 0, masks: dict | None = None):
-        """Logits: main [B, T, V] (token t+1) and streams [B, T - stream_start, γ, V] (token t+1+j)."""
-        h = self._rows(ids, cache, positions, tree, stream_start, masks)
-        return self._split(self.base.head(h), ids.shape[1], stream_start)  # one head call for all rows
+                stream_start: int = 0, masks: dict | None = None, select=None):
+        """Logits: main [B, T, V] (token t+1) and streams [B, T - stream_start, γ, V] (token t+1+j).
+
+        Tree pruning (paper §3.2): `select`, if given, is called with the hidden states [B, T, H]
+        after layer N - Ns (the input of the first MSA layer) and returns the indices (a sorted
+        1-D long tensor, closed under taking ancestors) of the new tokens the MSA layers keep, or
+        None to keep all. Only the kept tokens and their streams run through the top Ns layers
+        and enter their KV cache (the bottom layers cached all T); the outputs then have
+        len(kept) rows, in kept order. Needs stream_start = 0."""
+        h, t = self._rows(ids, cache, positions, tree, stream_start, masks, select)
+        return self._split(self.base.head(h), t, stream_start)  # one head call for all rows
+
+    def early_exit(self, x):
+        """Logits from hidden states after layer N - Ns (ln_f + the LM head, no adapter): the
+        estimate of the next token's distribution that tree pruning uses."""
+        return self.base.head(x)
+
+    def prune_masks(self, masks: dict, kept, past: int, new: int) -> dict:
+        """The rows and key columns of the MSA layers' masks ([main | γ streams per position],
+        keys [cache | main | streams], built for `new` tokens) that belong to the kept tokens."""
+        g = self.gamma
+        streams = (kept[:, None] * g + torch.arange(g, device=kept.device)).flatten()
+        rows = torch.cat([kept, new + streams])
+        cols = torch.cat([torch.arange(past, device=kept.device), past + rows])
+        return {kind: m.index_select(0, rows).index_select(1, cols) for kind, m in masks.items()}
 
     def _split(self, h, t: int, stream_start: int):
         return h[:, :t], h[:, t:].unflatten(1, (t - stream_start, self.gamma))
 
-    def _rows(self, ids, cache, positions, tree, stream_start, masks):
-        """Hidden states of the main rows [B, T], then the stream rows [B, (T - stream_start) · γ]."""
+    def _rows(self, ids, cache, positions, tree, stream_start, masks, select=None):
+        """Hidden states of the main rows [B, T'], then the stream rows [B, (T' - stream_start) · γ],
+        and T' (= T unless `select` pruned tokens before the MSA layers)."""
         base = self.base
         t = ids.shape[1]
         past = 0 if cache is None else len(cache)
@@ -99,11 +121,19 @@ class SpecStreamModel(nn.Module):
         x = base.embed(ids, positions)
         if split:  # main rows and main keys come first: the base masks are the top-left corner
             x = base.run_blocks(x, {kind: m[:t, : past + t] for kind, m in masks.items()}, cache, range(split))
+        if select is not None:
+            if stream_start:
+                raise ValueError("tree pruning needs streams at every new token (stream_start = 0)")
+            kept = select(x)
+            if kept is not None:  # the bottom layers cached all t tokens, the MSA layers get these
+                x = x.index_select(1, kept)
+                masks = self.prune_masks(masks, kept, past, t)
+                t = kept.shape[0]
         s = x[:, stream_start:, None, :] + self.stream_embeddings  # eq. 3 with f = identity
         h = torch.cat([x, s.flatten(1, 2)], dim=1)
         for i in range(split, len(base.transformer.h)):
             h = self._msa_block(i, h, past + t, masks, cache)
-        return h
+        return h, t
 
     def _msa_block(self, i: int, h, main_keys: int, masks: dict, cache: KVCache | None):
         """Block i over the main rows and the stream rows of h, one attention call."""

@@ -53,10 +53,14 @@ class DraftTree:
         top = stream_logits[: self.depth].topk(self.kmax, dim=-1).indices.flatten()
         return torch.cat([root, top.index_select(0, self.pick)])
 
-    def accept(self, ids: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:
+    def accept(self, ids: torch.Tensor, predicted: torch.Tensor, kept: torch.Tensor | None = None) -> torch.Tensor:
         """The deepest node whose path from the root holds only tokens equal to the main stream's
         prediction at their parents ([] long, on the device: no host sync). Siblings hold
-        distinct tokens, so at most one child of a node matches and the accepted nodes form one path."""
+        distinct tokens, so at most one child of a node matches and the accepted nodes form one path.
+        `kept` ([size] bool, optional): the nodes that were verified (tree pruning); the others
+        and their subtrees are rejected whatever `predicted` holds for them."""
         miss = ids != predicted.index_select(0, self.parent_index)
+        if kept is not None:
+            miss = miss | ~kept
         rejected = (self.ancestors[:, 1:] & miss[1:]).any(dim=1)  # the root is always accepted
         return self.depth_scores.masked_fill(rejected, 0).argmax()

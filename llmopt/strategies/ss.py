@@ -23,8 +23,14 @@ def parse_topk(topk) -> tuple[int, ...]:
 class SpecStream(Strategy):
     objective = "ss"  # needs a checkpoint fine-tuned with the multi-stream loss
 
-    def __init__(self, dtype: str | torch.dtype = "float32", topk="1,1,1,1", max_depth: int | None = None):
+    def __init__(self, dtype: str | torch.dtype = "float32", topk="1,1,1,1", max_depth: int | None = None,
+                 prune: float = 0.0):
+        """prune: tree-pruning threshold (paper §3.2) on the early-exit probability of a draft token
+        given its parent; nodes below it and their subtrees skip the MSA layers. 0 = off."""
         self.dtype = parse_dtype(dtype)
+        self.prune = float(prune)
+        if not 0.0 <= self.prune <= 1.0:
+            raise ValueError(f"prune is a probability threshold in [0, 1], got {prune}")
         self.topk = parse_topk(topk)
         self.max_depth = None if max_depth is None else int(max_depth)
         if self.max_depth is not None and self.max_depth < 1:
@@ -34,7 +40,7 @@ class SpecStream(Strategy):
         self.device = torch.device(device)
         self.model = SpecStreamModel.from_pretrained(checkpoint, device=self.device, dtype=self.dtype).eval()
         depth = min(len(self.topk), self.model.gamma, self.max_depth or len(self.topk))
-        self.decoder = decode.Decoder(self.model, self.topk[:depth])  # a deeper tree than streams is cut
+        self.decoder = decode.Decoder(self.model, self.topk[:depth], prune=self.prune)  # a deeper tree than streams is cut
         self.clock = Clock(self.device)
 
     @torch.inference_mode()
@@ -45,4 +51,5 @@ class SpecStream(Strategy):
         tree = self.decoder.tree
         return {**super().config(), "gamma": self.model.gamma,
                 "num_stream_layers": self.model.num_stream_layers,
-                "topk": ",".join(map(str, tree.topk)), "tree_size": tree.size}
+                "topk": ",".join(map(str, tree.topk)), "tree_size": tree.size,
+                "prune": self.prune}
