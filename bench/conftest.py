@@ -16,7 +16,7 @@ import torch
 import transformers
 
 from llmopt import compare, data, measure
-from llmopt.strategies import STRATEGIES
+from llmopt.strategies import STRATEGIES, validate_technique
 
 GPU = torch.cuda.is_available()
 DEFAULT_TECHNIQUES = "hf,naive,half,ss"
@@ -69,8 +69,10 @@ def pytest_generate_tests(metafunc):
     if "technique" in metafunc.fixturenames:
         techniques = _list(metafunc.config, "--techniques")
         for name in techniques:
-            if name not in STRATEGIES:
-                raise pytest.UsageError(f"unknown technique {name!r}; known: {', '.join(sorted(STRATEGIES))}")
+            try:
+                validate_technique(name)
+            except ValueError as exc:
+                raise pytest.UsageError(str(exc)) from None
         metafunc.parametrize("technique", techniques)
 
 

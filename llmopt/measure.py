@@ -44,9 +44,9 @@ def default_device() -> str:
 
 def objective_for(techniques: list[str]) -> str:
     """The training objective whose checkpoint can serve every technique asked for."""
-    from .strategies import STRATEGIES
+    from .strategies import known_technique, technique_objective
 
-    return "ss" if any(STRATEGIES[t].objective == "ss" for t in techniques if t in STRATEGIES) else "lm"
+    return "ss" if any(technique_objective(t) == "ss" for t in techniques if known_technique(t)) else "lm"
 
 
 def build_workload(dataset: str, model: str = "125m", num_prompts: int = 32, max_new_tokens: int = 128,

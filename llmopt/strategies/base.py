@@ -31,6 +31,7 @@ class Strategy:
     attention_provider: str = "eager"
     runtime: str = "eager"
     objective: ClassVar[str] = "lm"  # the training objective a checkpoint needs for this technique
+    setup_s: float = 0.0  # one-off capture/compile time spent in prepare() (graphs), apart from timings
     device: torch.device  # set by prepare()
 
     def prepare(self, checkpoint: Path, device: str | torch.device) -> None:
@@ -57,9 +58,43 @@ def register(name: str):
 
 
 def get_strategy(name: str, **options) -> Strategy:
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown technique {name!r}; known: {', '.join(sorted(STRATEGIES))}")
-    return STRATEGIES[name](**options)
+    """A registered technique, or a combination such as 'half+graphs' (see strategies/compose.py);
+    an unknown or impossible name raises ValueError saying why, before any work."""
+    validate_technique(name)
+    if name in STRATEGIES:
+        return STRATEGIES[name](**options)
+    from .compose import build
+
+    return build(name, **options)
+
+
+def validate_technique(name: str) -> None:
+    """Raise ValueError saying why, unless get_strategy(name) can build `name` (for CLI/bench checks)."""
+    if name in STRATEGIES:
+        return
+    if not isinstance(name, str) or "+" not in name and name != "bf16":
+        raise ValueError(f"unknown technique {name!r}; known: {', '.join(sorted(STRATEGIES))} "
+                         "and '+' combinations of naive/half/bf16/flash2/graphs")
+    from .compose import parse_technique
+
+    parse_technique(name)
+
+
+def known_technique(name: str) -> bool:
+    """Whether `name` is a registered technique or a valid combination such as 'flash2+graphs'."""
+    try:
+        validate_technique(name)
+    except ValueError:
+        return False
+    return True
+
+
+def technique_objective(name: str) -> str:
+    """The training objective a technique's checkpoint needs: "ss" if it includes ss, else "lm"."""
+    validate_technique(name)
+    if name in STRATEGIES:
+        return STRATEGIES[name].objective
+    return "ss" if "ss" in name.split("+") else "lm"
 
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,

@@ -1,0 +1,111 @@
+"""A preallocated KV cache and a static-shape decode step: what CUDA graphs need.
+
+Every tensor the decode step touches has a fixed address and shape: the cache is allocated once
+([layers] x [1, heads, max_len, head_dim], or [1, max_len, heads, head_dim] for flash_attn), the
+new token's keys/values are written in place at a position held in a *device* tensor, and
+attention runs over a fixed number of cache slots (a bucket of `max_len`) with a mask computed on
+the device from that position: key j is visible iff j <= pos (and pos - j < window on local
+layers). No host value changes between steps, so the step can be captured once and replayed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .gpt_neo import ATTENTION, Band, GPTNeo, KVCache
+
+
+class StaticKVCache:
+    """Keys and values in preallocated buffers; `append` writes one token at `self.pos` (device)."""
+
+    def __init__(self, model: GPTNeo, max_len: int, layout: str = "bhld"):
+        if layout not in ("bhld", "blhd"):
+            raise ValueError(f"layout is 'bhld' or 'blhd', not {layout!r}")
+        config, weight = model.config, model.lm_head.weight
+        heads = config.num_heads
+        head_dim = config.hidden_size // heads
+        shape = (1, heads, max_len, head_dim) if layout == "bhld" else (1, max_len, heads, head_dim)
+        layers = len(model.transformer.h)
+        self.layout, self.max_len = layout, max_len
+        self.keys = [torch.zeros(shape, device=weight.device, dtype=weight.dtype) for _ in range(layers)]
+        self.values = [torch.zeros(shape, device=weight.device, dtype=weight.dtype) for _ in range(layers)]
+        self.pos = torch.zeros(1, dtype=torch.long, device=weight.device)  # where the next token goes
+        self.length = max_len  # how many slots attention reads (the step's bucket)
+
+    def view(self, layer: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first `length` slots of a layer as [1, heads, length, head_dim] (views, no copy)."""
+        n = self.length if length is None else length
+        k, v = self.keys[layer], self.values[layer]
+        if self.layout == "bhld":
+            return k[:, :, :n], v[:, :, :n]
+        return k[:, :n].transpose(1, 2), v[:, :n].transpose(1, 2)
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write one token's keys/values ([1, heads, 1, head_dim]) at `pos`; return the read window."""
+        if self.layout == "bhld":
+            self.keys[layer].index_copy_(2, self.pos, k)
+            self.values[layer].index_copy_(2, self.pos, v)
+        else:
+            self.keys[layer].index_copy_(1, self.pos, k.transpose(1, 2))
+            self.values[layer].index_copy_(1, self.pos, v.transpose(1, 2))
+        return self.view(layer)
+
+    def load(self, cache: KVCache) -> None:
+        """Copy a dynamic cache (after the prefill) into the first len(cache) slots; pos = len(cache)."""
+        n = len(cache)
+        if n >= self.max_len:
+            raise ValueError(f"{n} cached tokens leave no room in a static cache of {self.max_len}")
+        for i, (k, v) in enumerate(zip(cache.keys, cache.values)):
+            dk, dv = self.view(i, n)
+            dk.copy_(k)
+            dv.copy_(v)
+        self.pos.fill_(n)
+
+
+class StaticDecoder:
+    """One greedy decode step over a StaticKVCache with static inputs: reads `token` ([1, 1]) and
+    `cache.pos`, writes the argmax into `token` and advances `cache.pos` by one, all on the device.
+
+    `attention`: the kernel of the step (default: the model's). "flash_attn" reads the cache length
+    on the device through Band.seqlens; every other kernel gets a boolean mask over the slots."""
+
+    def __init__(self, model: GPTNeo, max_len: int | None = None, attention: str | None = None):
+        self.model = model
+        self.attention = attention or model.attention
+        if self.attention == "sdpa_flash":
+            raise ValueError("the flash kernel of SDPA takes no mask and cannot read a device-side cache "
+                             "length, so it cannot run a static-shape decode step: use 'sdpa_efficient' "
+                             "or flash_attn")
+        self.attend = ATTENTION[self.attention]
+        max_len = max_len or model.config.max_position_embeddings
+        self.cache = StaticKVCache(model, max_len, layout="blhd" if self.attention == "flash_attn" else "bhld")
+        device = model.lm_head.weight.device
+        self.token = torch.zeros(1, 1, dtype=torch.long, device=device)
+        self.slots = torch.arange(max_len, device=device)
+
+    def load(self, cache: KVCache, token: torch.Tensor) -> None:
+        """Start decoding after a prefill: its cache, and the token it chose ([1, 1], on the device)."""
+        self.cache.load(cache)
+        self.token.copy_(token)
+
+    def masks(self, length: int) -> dict:
+        pos = self.cache.pos
+        if self.attention == "flash_attn":
+            seqlens = (pos + 1).to(torch.int32)
+            return {"global": Band(causal=True, seqlens=seqlens),
+                    "local": Band(causal=True, window=self.model.window, seqlens=seqlens)}
+        slots = self.slots[:length]
+        seen = (slots <= pos)[None, :]  # [1 query, length keys]
+        return {"global": seen, "local": seen & ((pos - slots) < self.model.window)[None, :]}
+
+    def step(self, length: int) -> torch.Tensor:
+        """One token through the model, attending over `length` slots; returns `token` (updated)."""
+        model, cache = self.model, self.cache
+        cache.length = length
+        x = model.embed(self.token, cache.pos)
+        masks = self.masks(length)
+        for i, block in enumerate(model.transformer.h):
+            x = block(x, masks[block.attention_type], self.attend, cache, i)
+        self.token.copy_(model.head(x)[:, -1].argmax(-1, keepdim=True))
+        cache.pos.add_(1)
+        return self.token

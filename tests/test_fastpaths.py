@@ -1,0 +1,291 @@
+"""Static KV cache + static decode step, FlashAttention band masks, and technique composition.
+
+On CPU: the static-shape decode step (the step `graphs` captures) and the banded flash path (SDPA's
+flash backend runs float64 on CPU) are token-identical to plain greedy decoding for random tiny
+configs and prompts longer than the window; impossible combinations fail before any work.
+On CUDA (skipped elsewhere): captured graphs, torch.compile and flash2 themselves."""
+
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from transformers import GPTNeoConfig
+
+from llmopt.models.gpt_neo import Band, GPTNeo, make_config
+from llmopt.models.static_cache import StaticDecoder, StaticKVCache
+from llmopt.strategies import STRATEGIES, get_strategy, known_technique, technique_objective
+from llmopt.strategies.base import Clock, validate_technique
+from llmopt.strategies.graphs import GraphRunner
+from llmopt.strategies.naive import greedy
+
+CUDA = torch.cuda.is_available()
+VOCAB = 53
+
+
+def random_model(layers, heads, head_dim, window, seed, dtype, pattern=("global", "local")):
+    kinds = [pattern[i % len(pattern)] for i in range(layers)]
+    config = GPTNeoConfig(
+        vocab_size=VOCAB, hidden_size=heads * head_dim, num_layers=layers, num_heads=heads,
+        attention_types=[[[k], 1] for k in kinds], window_size=window, max_position_embeddings=96,
+        intermediate_size=None, bos_token_id=0, eos_token_id=0,
+    )
+    model = GPTNeo.random(config, seed=seed)
+    with torch.no_grad():  # large weights: varied, prompt-dependent output
+        for p in model.parameters():
+            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(seed + p.numel()))
+    return model.to(dtype).eval()
+
+
+def static_greedy(model, prompt, max_new, eos=None, bucket=16, attention=None):
+    """Greedy decoding with the static cache and the uncaptured static step (what graphs replays)."""
+    decoder = StaticDecoder(model, attention=attention)
+    runner = GraphRunner(decoder, "static", bucket)
+    with torch.inference_mode():
+        cache = model.new_cache()
+        ids = model(torch.tensor([prompt]), cache)[:, -1:].argmax(-1)
+        tokens = [int(ids)]
+        if tokens[-1] == eos:
+            return tokens
+        length = runner.length_for(len(prompt) + max_new - 1)
+        decoder.load(cache, ids)
+        while len(tokens) < max_new:
+            tokens.append(int(runner(length)))
+            if tokens[-1] == eos:
+                break
+    return tokens
+
+
+configs = st.tuples(
+    st.integers(1, 4),  # layers
+    st.integers(1, 3),  # heads
+    st.sampled_from([4, 8]),  # head_dim
+    st.integers(2, 9),  # window (shorter than most prompts)
+    st.integers(0, 10_000),  # seed
+    st.sampled_from([("global", "local"), ("local",), ("local", "global")]),
+)
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(cfg=configs, dtype=st.sampled_from([torch.float64, torch.float32]), data=st.data())
+def test_static_step_equals_naive_greedy(cfg, dtype, data):
+    layers, heads, head_dim, window, seed, pattern = cfg
+    model = random_model(layers, heads, head_dim, window, seed, dtype, pattern)
+    prompt = data.draw(st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=30))
+    max_new = data.draw(st.integers(1, 40))
+    bucket = data.draw(st.sampled_from([7, 16, 96]))
+    with torch.inference_mode():
+        ref = greedy(model, prompt, max_new, None, Clock("cpu")).tokens
+    assert static_greedy(model, prompt, max_new, bucket=bucket) == ref
+    eos = ref[len(ref) // 2]
+    cut = ref[: ref.index(eos) + 1]
+    assert static_greedy(model, prompt, max_new, eos=eos, bucket=bucket) == cut
+
+
+def test_static_cache_holds_the_dynamic_cache():
+    """After prefill + steps, the static slots 0..pos-1 equal plain decoding's cache."""
+    model = random_model(3, 2, 8, 4, 1, torch.float64)
+    prompt = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3]
+    decoder = StaticDecoder(model)
+    with torch.inference_mode():
+        cache = model.new_cache()
+        ids = model(torch.tensor([prompt]), cache)[:, -1:].argmax(-1)
+        decoder.load(cache, ids)
+        ref = cache
+        for _ in range(5):
+            ids = model(ids, ref)[:, -1:].argmax(-1)
+            out = decoder.step(32)
+            assert int(out) == int(ids)
+    n = len(ref)
+    assert int(decoder.cache.pos) == n
+    for layer in range(3):
+        k, v = decoder.cache.view(layer, n)
+        torch.testing.assert_close(k, ref.keys[layer], rtol=0, atol=1e-12)
+        torch.testing.assert_close(v, ref.values[layer], rtol=0, atol=1e-12)
+
+
+def test_static_cache_layouts_agree():
+    model = random_model(2, 2, 4, 4, 3, torch.float64)
+    a, b = StaticKVCache(model, 8, "bhld"), StaticKVCache(model, 8, "blhd")
+    k = torch.randn(1, 2, 1, 4, dtype=torch.float64)
+    for cache in (a, b):
+        cache.pos.fill_(5)
+        cache.length = 6
+        kv = cache.append(0, k, 2 * k)
+        assert kv[0].shape == (1, 2, 6, 4)
+        torch.testing.assert_close(kv[0][:, :, 5:6], k)
+        torch.testing.assert_close(kv[1][:, :, 5:6], 2 * k)
+    with pytest.raises(ValueError, match="no room"):
+        a.load(type("C", (), {"__len__": lambda self: 8, "keys": [], "values": []})())
+
+
+def test_band_masks_match_boolean_masks():
+    model = random_model(2, 1, 4, 5, 0, torch.float32)
+    for past, new in [(0, 1), (0, 12), (7, 1), (20, 1), (3, 4)]:
+        dense = model.masks(past, torch.arange(past, past + new))
+        bands = model.band_masks(past, new)
+        for kind in ("global", "local"):
+            expected = dense[kind]
+            if expected is None:
+                expected = torch.ones(new, past + new, dtype=torch.bool)
+            assert torch.equal(bands[kind].dense(new, past + new, "cpu"), expected), (past, new, kind)
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(cfg=configs, data=st.data())
+def test_sdpa_flash_path_is_exact(cfg, data):
+    """The banded SDPA-flash path (flash backend forced; it runs float64 on CPU): slicing the last
+    `window` keys in decode, is_causal for prefill, exact fallback for long local prefills."""
+    layers, heads, head_dim, window, seed, pattern = cfg
+    model = random_model(layers, heads, head_dim, window, seed, torch.float64, pattern)
+    prompt = data.draw(st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=30))
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        ref_cache, cache = model.new_cache(), model.new_cache()
+        ref = model(ids, ref_cache)
+        model.set_attention("sdpa_flash")
+        try:
+            got = model.forward_banded(ids, cache)
+            torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
+            for _ in range(12):  # decode steps past the window
+                nxt = ref[:, -1:].argmax(-1)
+                model.set_attention("eager")
+                ref = model(nxt, ref_cache)
+                model.set_attention("sdpa_flash")
+                got = model.forward_banded(nxt, cache)
+                torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
+        finally:
+            model.set_attention("eager")
+
+
+def test_flash_attention_refuses_mask_tensors():
+    from llmopt.models.gpt_neo import ATTENTION
+
+    q = torch.zeros(1, 1, 2, 4, dtype=torch.float64)
+    with pytest.raises(TypeError, match="no mask tensor"):
+        ATTENTION["sdpa_flash"](q, q, q, torch.ones(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="static-shape decode"):
+        StaticDecoder(random_model(1, 1, 4, 4, 0, torch.float32), attention="sdpa_flash")
+
+
+# -- strategies and composition --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny")
+    model = GPTNeo.random(make_config("tiny", vocab_size=VOCAB, window_size=8, max_position_embeddings=128), seed=0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(p.numel()))
+    model.save_pretrained(path)
+    return path
+
+
+def prompts(n=6, seed=0):
+    rng = random.Random(seed)
+    return [[rng.randrange(VOCAB) for _ in range(rng.randrange(1, 40))] for _ in range(n)]
+
+
+def run(name, checkpoint, device="cpu", max_new=40, eos=None, **options):
+    strategy = get_strategy(name, **options)
+    strategy.prepare(checkpoint, device)
+    return strategy, [strategy.generate(p, max_new, eos) for p in prompts()]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_graphs_strategy_static_runtime_equals_naive(checkpoint, dtype):
+    _, ref = run("naive", checkpoint, dtype=dtype)
+    strategy, got = run("graphs", checkpoint, dtype=dtype, runtime="static", bucket=32)
+    assert [g.tokens for g in got] == [g.tokens for g in ref]
+    assert strategy.config()["runtime"] == "static" and strategy.attention_provider == "eager"
+    for g in got:
+        assert g.forward_calls == len(g.tokens) and g.ttft_s > 0
+    eos = ref[0].tokens[7]
+    _, ref_eos = run("naive", checkpoint, dtype=dtype, eos=eos)
+    _, got_eos = run("graphs", checkpoint, dtype=dtype, runtime="static", eos=eos)
+    assert [g.tokens for g in got_eos] == [g.tokens for g in ref_eos]
+    _, one = run("graphs", checkpoint, dtype=dtype, runtime="static", max_new=1)
+    assert all(len(g.tokens) == 1 for g in one)
+
+
+def test_composed_names_validate_and_fail_early():
+    for name in ["naive", "half", "hf", "ss", "flash2", "graphs", "best", "bf16", "half+graphs", "bf16+graphs",
+                 "flash2+graphs", "half+flash2", "bf16+flash2+graphs", "naive+graphs"]:
+        assert known_technique(name), name
+        validate_technique(name)
+    assert get_strategy("flash2+graphs").name == "flash2+graphs"
+    assert get_strategy("bf16+flash2").dtype == torch.bfloat16
+    assert get_strategy("half+graphs", dtype="bfloat16").dtype == torch.bfloat16
+    assert get_strategy("flash2").dtype == torch.float16
+    assert technique_objective("ss") == "ss" and technique_objective("half+graphs") == "lm"
+    bad = {
+        "hf+graphs": "hf combines with nothing",
+        "graphs+graphs": "more than once",
+        "naive+flash2": "no float32 kernels",
+        "naive+half": "conflicting precisions",
+        "best+graphs": "best is a preset",
+        "ss+flash2": "ss combines with nothing",
+        "half+warp": "unknown technique 'warp'",
+        "warp": "unknown technique 'warp'",
+        "": "unknown technique|empty",
+    }
+    for name, why in bad.items():
+        assert not known_technique(name)
+        with pytest.raises(ValueError, match=why):
+            get_strategy(name)
+    with pytest.raises(ValueError, match="float16 or bfloat16"):
+        get_strategy("flash2", dtype="float32")
+    with pytest.raises(ValueError, match="bf16 means bfloat16"):
+        get_strategy("bf16+graphs", dtype="float16")
+    with pytest.raises(ValueError, match="option of flash2"):
+        get_strategy("half+graphs", provider="flash_attn")
+    with pytest.raises(ValueError, match="options of graphs"):
+        get_strategy("flash2", runtime="torch.compile")
+    with pytest.raises(ValueError, match="unknown graphs runtime"):
+        get_strategy("graphs", runtime="tensorrt")
+    assert {"flash2", "graphs", "best"} <= set(STRATEGIES)
+
+
+@pytest.mark.skipif(CUDA, reason="checks the CPU refusal")
+def test_gpu_techniques_refuse_cpu(checkpoint):
+    for name in ("flash2", "graphs", "half+graphs", "flash2+graphs", "best"):
+        strategy = get_strategy(name)
+        with pytest.raises(ValueError, match="needs a CUDA GPU"):
+            strategy.prepare(checkpoint, "cpu")
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        get_strategy("graphs", runtime="torch.compile").prepare(checkpoint, "cpu")
+
+
+# -- CUDA only --------------------------------------------------------------------------------------
+
+gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+
+
+@gpu
+@pytest.mark.parametrize("runtime", ["cuda_graph", "torch.compile"])
+def test_graphs_on_cuda_equal_naive(checkpoint, runtime):
+    _, ref = run("naive", checkpoint, "cuda")
+    strategy, got = run("graphs", checkpoint, "cuda", runtime=runtime, bucket=64)
+    assert [g.tokens for g in got] == [g.tokens for g in ref]
+    assert strategy.runtime == runtime and strategy.setup_s > 0
+
+
+@gpu
+def test_half_graphs_on_cuda_agree_with_half(checkpoint):
+    _, ref = run("half", checkpoint, "cuda")
+    strategy, got = run("half+graphs", checkpoint, "cuda", bucket=64)
+    same = sum(a.tokens == b.tokens for a, b in zip(got, ref))
+    assert same >= len(ref) - 1 and strategy.runtime == "cuda_graph"
+
+
+@gpu
+@pytest.mark.parametrize("name", ["flash2", "flash2+graphs", "bf16+flash2"])
+def test_flash2_on_cuda_runs_and_records_provider(checkpoint, name):
+    if torch.cuda.get_device_capability()[0] < 8:
+        pytest.skip("FlashAttention-2 needs compute capability 8.0+")
+    strategy, got = run(name, checkpoint, "cuda")
+    assert strategy.attention_provider.split("+")[0] in ("flash_attn", "sdpa_flash")
+    assert strategy.config()["attention_provider"] == strategy.attention_provider
+    _, ref = run("half" if strategy.dtype == torch.float16 else "bf16", checkpoint, "cuda")
+    same = sum(a.tokens[:8] == b.tokens[:8] for a, b in zip(got, ref))
+    assert same >= len(ref) // 2
