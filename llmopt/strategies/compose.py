@@ -19,6 +19,7 @@ import torch
 
 from ..models.gpt_neo import GPTNeo, flash_attn_available
 from .base import Clock, Generation, Strategy, parse_dtype
+from .naive import decode_loop
 
 TECHNIQUES = ("hf", "naive", "half", "bf16", "flash2", "graphs", "ss", "best")
 PRECISION = {"naive": torch.float32, "half": torch.float16, "bf16": torch.bfloat16}
@@ -210,19 +211,7 @@ class Fast(Strategy):
         else:
             def step():
                 return self.forward(ids, cache)[:, -1:].argmax(-1)
-        while len(tokens) < max_new_tokens:
-            t0 = clock()
-            ids = step()
-            t1 = clock()
-            token = int(ids)
-            t2 = time.perf_counter()
-            out.forward_s += t1 - t0
-            out.verify_s += t2 - t1
-            out.forward_calls += 1
-            tokens.append(token)
-            if token == eos_id:
-                break
-        return out
+        return decode_loop(step, out, max_new_tokens, eos_id, clock, start)
 
     def config(self) -> dict:
         extra = {"techniques": "+".join(self.techniques), "decode_attention": self.decode_attention,

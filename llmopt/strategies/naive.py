@@ -27,17 +27,26 @@ class Naive(Strategy):
 
 def greedy(model: GPTNeo, prompt: list[int], max_new_tokens: int, eos_id: int | None, clock: Clock) -> Generation:
     """Greedy decoding, one forward call per token; stops at EOS (kept) or max_new_tokens."""
-    device = model.lm_head.weight.device
     cache = model.new_cache()
-    ids = torch.tensor([prompt], device=device)
-    tokens: list[int] = []
-    out = Generation(tokens=tokens, forward_calls=0)
-    start = clock()
+    ids = torch.tensor([prompt], device=model.lm_head.weight.device)
+
+    def step():
+        nonlocal ids
+        ids = model(ids, cache)[:, -1:].argmax(-1)  # stays on the device: the next step's input
+        return ids
+
+    return decode_loop(step, Generation(tokens=[], forward_calls=0), max_new_tokens, eos_id, clock, clock())
+
+
+def decode_loop(step, out: Generation, max_new_tokens: int, eos_id: int | None, clock: Clock,
+                start: float) -> Generation:
+    """Call `step()` (one forward; returns the next token id, on the device) until EOS (kept) or
+    max_new_tokens, timing the forward apart from reading the token back."""
+    tokens = out.tokens
     while len(tokens) < max_new_tokens:
         t0 = clock()
-        logits = model(ids, cache)
+        ids = step()
         t1 = clock()
-        ids = logits[:, -1:].argmax(-1)  # stays on the device: the next step's input
         token = int(ids)
         t2 = time.perf_counter()
         out.forward_s += t1 - t0
@@ -49,4 +58,3 @@ def greedy(model: GPTNeo, prompt: list[int], max_new_tokens: int, eos_id: int | 
         if token == eos_id:
             break
     return out
-
