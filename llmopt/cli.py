@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--out", type=Path, default=Path("docs/results"), help="output directory (default docs/results)")
     report.add_argument("--simulated", type=Path, metavar="SWEEP.json",
                         help="simulated-draft sweep (scripts/ss_simulate.py, same GPU) to add to the acceptance plot")
+    report.add_argument("--readme", type=Path, metavar="README.md",
+                        help="also fill this README's results block (between its llmopt report markers)")
 
     args = parser.parse_args(argv)
     try:
@@ -154,7 +156,7 @@ def cmd_compare(args) -> int:
 def cmd_report(args) -> int:
     from . import report
 
-    for path in report.write(args.runs, args.out, args.simulated):
+    for path in report.write(args.runs, args.out, args.simulated, args.readme):
         print(f"wrote {path}")
     return 0
 

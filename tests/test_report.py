@@ -87,3 +87,21 @@ def test_a_simulated_sweep_file_joins_the_plot_not_the_tables(tmp_path):
     assert all(p.read_bytes().startswith(PNG) for p in written[1:])
     with pytest.raises(ValueError, match="exactly one saved run"):
         report.write([run, run], tmp_path / "out", simulated=sweep)
+
+
+def test_readme_block_is_filled_between_its_markers(tmp_path):
+    run = saved_run(tmp_path / "h200/0001_foundation.json", matrix())
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{report.README_START}\nold table\n{report.README_END}\nafter\n")
+    report.write([run], tmp_path / "docs", readme=readme)
+    text = readme.read_text()
+    assert text.startswith("# x\n\nbefore\n" + report.README_START) and text.endswith(report.README_END + "\nafter\n")
+    assert "old table" not in text
+    assert "**NVIDIA H200**, 2026-11-26; driver 580.159.04" in text
+    assert "| naive (fp32) | 280.0 (1.00×)" in text
+    assert "[docs/benchmarks.md](docs/benchmarks.md)" in text
+    report.write([run], tmp_path / "docs", readme=readme)
+    assert readme.read_text() == text  # idempotent
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="no '<!-- llmopt report: start -->'"):
+        report.write([run], tmp_path / "docs", readme=readme)
