@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--lr", type=float)
     train.add_argument("--objective", default="lm", choices=("lm", "ss"),
                        help="lm (next token) or ss (Speculative Streaming: main + 0.1 x each stream's CE)")
+    train.add_argument("--augment-copies", type=int,
+                       help="spider: add this many renamed copies of each training example (made-up table/column "
+                            "names, consistent across schema, question and SQL) to teach copying from the schema")
     train.add_argument("--gamma", type=int, help="ss: number of speculative streams (default 4)")
     train.add_argument("--stream-layers", type=int,
                        help="ss: layers with multi-stream attention (default: 1/6 of the layers for spider, 1/3 otherwise)")
@@ -84,7 +87,8 @@ def cmd_train(args) -> int:
     from .strategies.naive import Naive
     from .train import default_recipe, ensure_trained, train
 
-    overrides = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, base=args.base).items()
+    overrides = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, base=args.base,
+                                       augment_copies=args.augment_copies).items()
                  if v is not None}
     recipe = default_recipe(args.dataset, args.shape, objective=args.objective, **overrides)
     if args.gamma or args.stream_layers:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import data
+from .augment import augment_split
 from .checkpoints import atomic_dir, atomic_save, cache_dir
 from .models.gpt_neo import SHAPES, GPTNeo, make_config
 from .spec_stream.loss import build_ss, ss_loss
@@ -47,6 +48,7 @@ class Recipe:
     keep_best: bool = True  # write the weights of the evaluation with the lowest loss (early stopping)
     objective: str = "lm"
     objective_options: dict = field(default_factory=dict)
+    augment_copies: int = 0  # Spider only: add this many name-renamed copies of each training example (llmopt.augment)
 
     def key(self) -> str:
         blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -149,6 +151,10 @@ def train(dataset: str, recipe: Recipe, out_dir: Path | None = None, data_dir=No
     rng = random.Random(recipe.seed)
 
     train_examples = data.load_split(dataset, "train", data_dir)
+    if recipe.augment_copies:
+        if dataset != "spider":
+            raise ValueError(f"augment_copies renames Spider schema names; it does not apply to {dataset}")
+        train_examples = augment_split(train_examples, recipe.augment_copies, 0.5, recipe.seed)
     eval_examples = data.load_split(dataset, "eval", data_dir)[:256]
     if recipe.base:
         from .checkpoints import resolve_model_dir
