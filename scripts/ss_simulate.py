@@ -18,39 +18,26 @@ import argparse
 import json
 import sys
 
-from llmopt import data, measure
+from llmopt import measure
 from llmopt.spec_stream.simulate import simulated_strategy
-from llmopt.strategies import get_strategy
+from ss_sweep import add_workload_arguments, naive_baseline  # same folder
 
 DEFAULT_ACCURACIES = [0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", default=",".join(data.DATASETS))
     p.add_argument("--topk", default="1,1,1,1", help="the tree, as k per depth")
     p.add_argument("--accuracies", nargs="+", type=float, default=DEFAULT_ACCURACIES,
                    help="probability that each simulated chain token is the true one")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default="125m")
-    p.add_argument("--num-prompts", type=int, default=32)
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--data-dir")
-    p.add_argument("--device", default=measure.default_device())
-    p.add_argument("--out", required=True, help="JSON file for every record (rewritten after each one)")
+    add_workload_arguments(p)
     args = p.parse_args(argv)
 
     records = []
     for dataset in args.datasets.split(","):
-        work = measure.build_workload(dataset, args.model, args.num_prompts, args.max_new_tokens,
-                                      data_dir=args.data_dir, device=args.device, objective="ss")
-        reference = measure.plain_outputs(work, "float32", args.device)
-        naive = get_strategy("naive")
-        measure.prepare(naive, work, args.device)
-        # warm up on every prompt: the first timed configuration must not pay for cache/allocator growth
+        work, reference, base = naive_baseline(dataset, args)
         warm = len(work.prompts)
-        base = measure.measure(naive, work, args.rounds, warm, reference=reference)
         base["simulated"] = False
         records.append(base)
         print(f"{dataset:>10} naive (measured)        {base['tokens_per_s']:8.1f} tok/s", flush=True)

@@ -18,10 +18,9 @@ from llmopt.strategies import get_strategy
 DEFAULT_TREES = ["1", "1,1", "1,1,1", "1,1,1,1", "2,1,1,1", "2,2,1,1", "3,1,1,1", "3,2,1"]
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_workload_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared with scripts/ss_simulate.py."""
     p.add_argument("--datasets", default=",".join(data.DATASETS))
-    p.add_argument("--topk", nargs="+", default=DEFAULT_TREES, help="trees to try, each as k per depth")
     p.add_argument("--model", default="125m")
     p.add_argument("--num-prompts", type=int, default=32)
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -29,18 +28,29 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir")
     p.add_argument("--device", default=measure.default_device())
     p.add_argument("--out", required=True, help="JSON file for every record (rewritten after each one)")
+
+
+def naive_baseline(dataset: str, args) -> tuple[measure.Workload, list[list[int]], dict]:
+    """The SS checkpoint's workload, its plain greedy outputs and `naive` timed on it."""
+    work = measure.build_workload(dataset, args.model, args.num_prompts, args.max_new_tokens,
+                                  data_dir=args.data_dir, device=args.device, objective="ss")
+    reference = measure.plain_outputs(work, "float32", args.device)
+    naive = get_strategy("naive")
+    measure.prepare(naive, work, args.device)
+    # warm up on every prompt: the first timed configuration must not pay for cache/allocator growth
+    return work, reference, measure.measure(naive, work, args.rounds, len(work.prompts), reference=reference)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--topk", nargs="+", default=DEFAULT_TREES, help="trees to try, each as k per depth")
+    add_workload_arguments(p)
     args = p.parse_args(argv)
 
     records = []
     for dataset in args.datasets.split(","):
-        work = measure.build_workload(dataset, args.model, args.num_prompts, args.max_new_tokens,
-                                      data_dir=args.data_dir, device=args.device, objective="ss")
-        reference = measure.plain_outputs(work, "float32", args.device)
-        naive = get_strategy("naive")
-        measure.prepare(naive, work, args.device)
-        # warm up on every prompt: the first timed configuration must not pay for cache/allocator growth
+        work, reference, base = naive_baseline(dataset, args)
         warm = len(work.prompts)
-        base = measure.measure(naive, work, args.rounds, warm, reference=reference)
         records.append(base)
         print(f"{dataset:>10} naive        {base['tokens_per_s']:8.1f} tok/s", flush=True)
         for topk in args.topk:
