@@ -22,7 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmopt.models.gpt_neo import GPTNeo, flash_attn_available, make_config  # noqa: E402
+from llmopt.models.attention import flash_attn_available  # noqa: E402
+from llmopt.models.gpt_neo import GPTNeo, make_config  # noqa: E402
 from llmopt.strategies import get_strategy  # noqa: E402
 
 

@@ -12,7 +12,8 @@ import torch
 from hypothesis import given, settings, strategies as st
 from transformers import GPTNeoConfig
 
-from llmopt.models.gpt_neo import Band, GPTNeo, make_config
+from llmopt.models.attention import Band
+from llmopt.models.gpt_neo import GPTNeo, make_config
 from llmopt.models.static_cache import StaticDecoder, StaticKVCache
 from llmopt.strategies import STRATEGIES, get_strategy, known_technique, technique_objective
 from llmopt.strategies.base import Clock, validate_technique
@@ -159,7 +160,7 @@ def test_sdpa_flash_path_is_exact(cfg, data):
 
 
 def test_flash_attention_refuses_mask_tensors():
-    from llmopt.models.gpt_neo import ATTENTION
+    from llmopt.models.attention import ATTENTION
 
     q = torch.zeros(1, 1, 2, 4, dtype=torch.float64)
     with pytest.raises(TypeError, match="no mask tensor"):

@@ -3,7 +3,8 @@
 What makes GPT-Neo GPT-Neo: learned absolute positions; layers alternate between global and
 local (sliding-window) causal attention; attention scores are *not* scaled by 1/sqrt(d) and are
 computed in float32 even for half-precision weights (unscaled scores overflow fp16); GELU MLP;
-the LM head is tied to the token embedding.
+the LM head is tied to the token embedding. The attention kernels (eager reference, SDPA,
+FlashAttention) live in attention.py.
 
 Parameter names follow Hugging Face's `GPTNeoForCausalLM` (except `attn.attention.` -> `attn.`),
 so checkpoints (config.json + safetensors) go both ways: stock transformers loads what we save
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import GPTNeoConfig
+
+from .attention import ATTENTION, Band
 
 # The public GPT-Neo sizes, plus a tiny one for tests and CI.
 SHAPES = {
@@ -76,121 +78,6 @@ class KVCache:
             else:
                 self.keys[i] = torch.cat([k[:, :, :length], k.index_select(2, extra)], dim=2)
                 self.values[i] = torch.cat([v[:, :, :length], v.index_select(2, extra)], dim=2)
-
-
-def eager_attention(q, k, v, mask):
-    """Reference attention, as GPT-Neo defines it: unscaled scores, in at least float32."""
-    acc = torch.promote_types(q.dtype, torch.float32)  # fp16/bf16 -> fp32; fp32/fp64 unchanged
-    scores = q.to(acc) @ k.to(acc).transpose(-1, -2)
-    if mask is not None:  # one kernel, not two (~mask + masked_fill): decode steps are launch-bound
-        scores = torch.where(mask, scores, torch.finfo(scores.dtype).min)
-    return torch.softmax(scores, dim=-1).to(v.dtype) @ v
-
-
-def sdpa_attention(q, k, v, mask):
-    """The same function through PyTorch's fused kernels (used for training)."""
-    if mask is None:
-        return F.scaled_dot_product_attention(q, k, v, scale=1.0)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
-
-
-@dataclass(frozen=True)
-class Band:
-    """A mask that kernels taking no mask tensor (FlashAttention) understand: each query sees the keys
-    at or before its own position (queries are the last ones of the keys: bottom-right aligned),
-    the last `window` of them on local layers (None = no limit). `causal=False` lets every query see
-    every key (single-token decode). `seqlens` (int32 device tensor [batch], optional): the keys
-    that hold data in a preallocated static cache, read on the device (flash_attn_with_kvcache)."""
-
-    causal: bool = True
-    window: int | None = None
-    seqlens: torch.Tensor | None = None
-
-    def dense(self, q_len: int, k_len: int, device) -> torch.Tensor:
-        """The same mask as a boolean [q_len, k_len] tensor (for exact fallbacks)."""
-        i = torch.arange(k_len - q_len, k_len, device=device)[:, None]
-        j = torch.arange(k_len, device=device)[None, :]
-        seen = (j <= i) if self.causal else torch.ones(q_len, k_len, dtype=torch.bool, device=device)
-        return seen if self.window is None else seen & (i - j < self.window)
-
-
-def _no_tensor_masks(mask, name):
-    if isinstance(mask, torch.Tensor):
-        raise TypeError(f"{name} attention takes no mask tensor (FlashAttention kernels accept none): "
-                        "pass GPTNeo.band_masks() instead of masks()")
-
-
-def flash_attn_available() -> bool:
-    try:
-        import flash_attn  # noqa: F401
-    except Exception:  # noqa: BLE001 - an install built for another torch/CUDA fails with all sorts
-        return False
-    return True
-
-
-def flash_attn_attention(q, k, v, mask):
-    """The `flash_attn` package (FlashAttention-2): fp16/bf16 on CUDA, unscaled scores
-    (softmax_scale=1.0; scores are accumulated in fp32 inside the kernel), GPT-Neo's local window
-    through `window_size`. With `mask.seqlens` the keys are a static cache of which the first
-    `seqlens` hold data (flash_attn_with_kvcache: static shapes, capturable in a CUDA graph)."""
-    from flash_attn import flash_attn_func, flash_attn_with_kvcache
-
-    _no_tensor_masks(mask, "flash_attn")
-    band = mask if mask is not None else Band(causal=False)
-    window = (-1, -1) if band.window is None else (band.window - 1, 0)
-    # flash_attn wants [batch, seq, heads, head_dim]; ours are [batch, heads, seq, head_dim]
-    q_, k_, v_ = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-    if band.seqlens is not None:
-        y = flash_attn_with_kvcache(q_, k_, v_, cache_seqlens=band.seqlens, softmax_scale=1.0,
-                                    causal=band.causal, window_size=window)
-    else:
-        y = flash_attn_func(q_, k_, v_, softmax_scale=1.0, causal=band.causal, window_size=window)
-    return y.transpose(1, 2)
-
-
-def _sdpa_banded(q, k, v, mask, force_flash: bool):
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    _no_tensor_masks(mask, "sdpa_flash")
-    band = mask if mask is not None else Band(causal=False)
-    t, n = q.shape[2], k.shape[2]
-    if band.seqlens is not None:
-        raise ValueError("sdpa_flash cannot read a static cache's length on the device; use flash_attn")
-    if band.window is not None and n > band.window:
-        if t == 1:  # decode: the last `window` keys are exactly the visible ones
-            k, v, n = k[:, :, -band.window:], v[:, :, -band.window:], band.window
-        else:  # a band no mask-free kernel can express: the exact reference (fp32 scores)
-            return eager_attention(q, k, v, band.dense(t, n, q.device))
-    if t == 1 or not band.causal:
-        causal = False
-    elif t == n:
-        causal = True  # SDPA's is_causal is top-left aligned: right only when queries == keys
-    else:
-        return eager_attention(q, k, v, band.dense(t, n, q.device))
-    if not force_flash:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=1.0)
-    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # fails rather than running another kernel
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=1.0)
-
-
-def sdpa_flash_attention(q, k, v, mask):
-    """PyTorch's SDPA with the FLASH_ATTENTION backend forced. Local layers: decode slices the last
-    `window` keys; a prefill longer than the window (a band the kernel cannot express) runs the
-    exact eager reference for those layers."""
-    return _sdpa_banded(q, k, v, mask, force_flash=True)
-
-
-def sdpa_efficient_attention(q, k, v, mask):
-    """SDPA with a boolean mask, EFFICIENT_ATTENTION backend forced (fp32 accumulation): the
-    static-shape decode step when flash_attn is missing (the flash kernel takes no mask)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
-
-
-ATTENTION = {"eager": eager_attention, "sdpa": sdpa_attention, "flash_attn": flash_attn_attention,
-             "sdpa_flash": sdpa_flash_attention, "sdpa_efficient": sdpa_efficient_attention}
 
 
 class SelfAttention(nn.Module):

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from .gpt_neo import ATTENTION, Band, GPTNeo, KVCache
+from .attention import ATTENTION, Band
+from .gpt_neo import GPTNeo, KVCache
 
 
 class StaticKVCache:

@@ -17,7 +17,8 @@ import time
 
 import torch
 
-from ..models.gpt_neo import GPTNeo, flash_attn_available
+from ..models.attention import flash_attn_available
+from ..models.gpt_neo import GPTNeo
 from .base import Clock, Generation, Strategy, parse_dtype
 from .naive import decode_loop
 
