@@ -108,6 +108,7 @@ def summarize(strategy: Strategy, workload: Workload, passes: list[list[tuple[Ge
     steps = max(calls, 1)
     texts = [workload.tokenizer.decode([t for t in o if t != workload.eos_id]) for o in outputs]
     metric, score = quality.score(workload.dataset, texts, workload.examples)
+    config = strategy.config()
     record = {
         "dataset": workload.dataset,
         "technique": strategy.name,
@@ -134,8 +135,8 @@ def summarize(strategy: Strategy, workload: Workload, passes: list[list[tuple[Ge
         "match_naive": None if reference is None else sum(a == b for a, b in zip(outputs, reference)) / len(outputs),
         "quality_metric": metric,
         "quality": score,
-        **strategy.config(),
-        "config": strategy.config(),
+        **config,  # dtype, attention_provider, runtime (and labels such as `simulated`) at the top
+        "config": config,
         "samples": texts[:3],
     }
     record.update(speculative_stats(gens))

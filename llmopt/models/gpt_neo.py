@@ -72,12 +72,17 @@ class KVCache:
     def keep(self, length: int, extra: torch.Tensor | None = None) -> None:
         """Keep the first `length` positions, then the positions `extra` (in that order), in every
         layer: how a speculative step commits its accepted tokens and drops the rest."""
-        for i, (k, v) in enumerate(zip(self.keys, self.values)):
-            if extra is None:
-                self.keys[i], self.values[i] = k[:, :, :length], v[:, :, :length]
-            else:
-                self.keys[i] = torch.cat([k[:, :, :length], k.index_select(2, extra)], dim=2)
-                self.values[i] = torch.cat([v[:, :, :length], v.index_select(2, extra)], dim=2)
+        for layer in range(len(self.keys)):
+            self.keep_layer(layer, length, extra)
+
+    def keep_layer(self, layer: int, length: int, extra: torch.Tensor | None = None) -> None:
+        """`keep` for one layer (layers may hold different positions, e.g. after tree pruning)."""
+        k, v = self.keys[layer], self.values[layer]
+        if extra is None:  # a slice: a view, no copy
+            self.keys[layer], self.values[layer] = k[:, :, :length], v[:, :, :length]
+        else:
+            self.keys[layer] = torch.cat([k[:, :, :length], k.index_select(2, extra)], dim=2)
+            self.values[layer] = torch.cat([v[:, :, :length], v.index_select(2, extra)], dim=2)
 
 
 class SelfAttention(nn.Module):

@@ -131,7 +131,7 @@ class Decoder:
         """Accept the longest verified path, commit it and set up the next draft. Returns the
         emitted tokens (the accepted draft tokens, then the main stream's next token) and the
         number of accepted draft tokens."""
-        if getattr(state, "pruned", None) is not None:  # set by forward; absent = nothing pruned
+        if state.pruned is not None:  # set by forward when pruning dropped nodes
             return self._verify_pruned(state, ids, main, streams)
         predicted = main[0].argmax(-1)
         last = self.tree.accept(ids, predicted)
@@ -168,15 +168,13 @@ class Decoder:
         else:
             full = tree.path_index[last]
             rows = torch.tensor([pruned.where[node] for node in path], device=ids.device)
-        for i, (k, v) in enumerate(zip(cache.keys, cache.values)):
+        for i, k in enumerate(cache.keys):
             below = i < pruned.split
             past = k.shape[2] - (tree.size if below else kept_rows)
             if full is None:
-                cache.keys[i], cache.values[i] = k[:, :, : past + accepted + 1], v[:, :, : past + accepted + 1]
+                cache.keep_layer(i, past + accepted + 1)
             else:
-                index = (full if below else rows) + past
-                cache.keys[i] = torch.cat([k[:, :, :past], k.index_select(2, index)], dim=2)
-                cache.values[i] = torch.cat([v[:, :, :past], v.index_select(2, index)], dim=2)
+                cache.keep_layer(i, past, (full if below else rows) + past)
         state.root = predicted[last: last + 1]
         state.stream_logits = streams[0, pruned.where[last]]
         return [predicted_host[i] for i in path], accepted
@@ -189,6 +187,7 @@ class Decoder:
         # proposed_per_depth counts the drafted nodes that reached verification (pruning drops
         # some); kept_per_step: the tree nodes the MSA layers processed per step
         proposed_per_depth, kept_per_step, depths = [0] * tree.depth, [], [len(p) - 1 for p in tree.paths]
+        whole_tree_steps = 0  # steps whose every node reached verification, counted in at the end
         out.stats = {"accepted_per_step": accepted_per_step, "accepted_per_depth": accepted_per_depth,
                      "proposed_per_depth": proposed_per_depth, "kept_per_step": kept_per_step}
         if max_new_tokens <= 0:
@@ -209,7 +208,7 @@ class Decoder:
             t_prepared = clock()
             main, streams = self.forward(state, ids, positions, masks)
             t_forward = clock()
-            verified = depths if getattr(state, "pruned", None) is None else [depths[n] for n in state.pruned.nodes]
+            pruned = state.pruned
             new, accepted = self.verify(state, ids, main, streams)
             for token in new:
                 tokens.append(token)
@@ -225,7 +224,13 @@ class Decoder:
             accepted_per_step.append(accepted)
             for d in range(accepted):
                 accepted_per_depth[d] += 1
-            kept_per_step.append(len(verified))
-            for d in verified[1:]:
-                proposed_per_depth[d - 1] += 1
+            if pruned is None:
+                whole_tree_steps += 1
+                kept_per_step.append(tree.size)
+            else:
+                kept_per_step.append(len(pruned.nodes))
+                for node in pruned.nodes[1:]:
+                    proposed_per_depth[depths[node] - 1] += 1
+        for d, n in enumerate(tree.nodes_per_depth):
+            proposed_per_depth[d] += whole_tree_steps * n
         return out

@@ -145,7 +145,7 @@ class SpecStreamModel(nn.Module):
             # one concatenation lays the keys out as [cache | main | streams]; then the cache
             # keeps only its main-stream part (a view), as streams are never cached
             k, v = cache.append(i, k, v)
-            cache.keys[i], cache.values[i] = k[:, :, :main_keys], v[:, :, :main_keys]
+            cache.keep_layer(i, main_keys)
         y = self.base.attend(q, k, v, masks[block.attention_type])
         b, heads, rows, hd = y.shape
         h = h + attn.out_proj(y.transpose(1, 2).reshape(b, rows, heads * hd))

@@ -82,12 +82,7 @@ def resolve_dtype(parts: tuple[str, ...], dtype=None) -> torch.dtype:
 
 def build(name: str, **options) -> Strategy:
     """get_strategy for names that are not registered: combinations and the bf16 preset."""
-    parts = parse_technique(name)
-    if parts in (("hf",), ("ss",), ("naive",), ("half",)):  # registered anyway; here for completeness
-        from .base import STRATEGIES
-
-        return STRATEGIES[parts[0]](**options)
-    strategy = Fast(techniques=parts, **options)
+    strategy = Fast(techniques=parse_technique(name), **options)
     strategy.name = name
     return strategy
 
