@@ -47,7 +47,6 @@ class SimulatedDraftDecoder(Decoder):
         tree = self.tree
         self._depth = tree.depths[1:].cpu()  # [size - 1] depth of each non-root node
         self._rank = (tree.pick % tree.kmax).cpu()  # [size - 1] rank among siblings
-        self._on_chain = torch.tensor([tree.paths[i] == list(range(i + 1)) for i in range(1, tree.size)])
         self.prompt_len = 0
         self.table = None
         if continuation is not None:
@@ -95,12 +94,8 @@ def simulated_strategy(topk="1,1,1,1", accuracy: float = 1.0, seed: int = 0, dty
     from ..strategies.ss import SpecStream  # here: strategies.ss imports this package
 
     class SimulatedSpecStream(SpecStream):
-        def prepare(self, checkpoint, device):
-            super().prepare(checkpoint, device)
-            extra = {"prune": self.prune} if getattr(self, "prune", 0.0) else {}
-            self.decoder = SimulatedDraftDecoder(self.model, self.decoder.tree.topk, accuracy=accuracy, seed=seed,
-                                                 **extra)
-            self.tables = {}
+        def make_decoder(self, topk):
+            return SimulatedDraftDecoder(self.model, topk, accuracy=accuracy, seed=seed, prune=self.prune)
 
         def set_references(self, prompts, outputs) -> None:
             """Draft tables built here, once, so the timed generate calls only look them up."""

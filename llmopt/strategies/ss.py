@@ -40,8 +40,11 @@ class SpecStream(Strategy):
         self.device = torch.device(device)
         self.model = SpecStreamModel.from_pretrained(checkpoint, device=self.device, dtype=self.dtype).eval()
         depth = min(len(self.topk), self.model.gamma, self.max_depth or len(self.topk))
-        self.decoder = decode.Decoder(self.model, self.topk[:depth], prune=self.prune)  # a deeper tree than streams is cut
+        self.decoder = self.make_decoder(self.topk[:depth])  # a deeper tree than streams is cut
         self.clock = Clock(self.device)
+
+    def make_decoder(self, topk: tuple[int, ...]) -> decode.Decoder:
+        return decode.Decoder(self.model, topk, prune=self.prune)
 
     @torch.inference_mode()
     def generate(self, prompt, max_new_tokens, eos_id):
