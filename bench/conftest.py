@@ -6,7 +6,6 @@ On a GPU it defaults to the 125m shape trained per dataset, 32 prompts, 128 new 
 from __future__ import annotations
 
 import platform
-import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 import transformers
 
 from llmopt import compare, data, measure
+from llmopt.report import slug
 from llmopt.strategies import STRATEGIES, validate_technique
 
 GPU = torch.cuda.is_available()
@@ -55,8 +55,8 @@ def pytest_configure(config):
 
 
 def gpu_slug() -> str:
-    name = torch.cuda.get_device_name(0) if GPU else "cpu"
-    return re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-")
+    """The storage folder of this GPU model's saved runs (the same name `llmopt report` uses)."""
+    return slug(torch.cuda.get_device_name(0) if GPU else "cpu")
 
 
 def pytest_generate_tests(metafunc):
