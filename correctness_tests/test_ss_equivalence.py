@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from llmopt.models.gpt_neo import make_config
 from llmopt.spec_stream import Decoder, SpecStreamModel
+from llmopt.spec_stream.static import StaticTreeDecoder
 from llmopt.strategies.base import Clock
+from llmopt.strategies.graphs import GraphRunner
 from llmopt.strategies.naive import greedy
 
 CLOCK = Clock("cpu")
@@ -48,6 +50,24 @@ def test_ss_decoding_equals_greedy(case):
         ids = torch.tensor([prompt])
         torch.testing.assert_close(model(ids)[0], model.base(ids), rtol=0, atol=1e-10)
         out = Decoder(model, case["topk"], prune=case["prune"]).generate(prompt, max_new, eos, CLOCK)
+        expected = greedy(model.base, prompt, max_new, eos, CLOCK)
+    assert out.tokens == expected.tokens
+    assert out.forward_calls == 1 + len(out.stats["accepted_per_step"]) <= expected.forward_calls
+
+
+@settings(max_examples=150, derandomize=True, deadline=None)
+@given(cases(), st.integers(1, 64))
+def test_static_tree_step_equals_greedy(case, bucket):
+    """The static-shape step that ss+graphs captures (run uncaptured on CPU, through the bucketed
+    runner) emits plain greedy decoding's tokens."""
+    model = SpecStreamModel.random(case["config"], case["gamma"], case["num_stream_layers"], seed=case["seed"],
+                                   dtype=torch.float64)
+    model.set_attention(case["attention"])
+    prompt, max_new, eos = case["prompt"], case["max_new_tokens"], case["eos_id"]
+    with torch.inference_mode():
+        decoder = StaticTreeDecoder(model, case["topk"])
+        decoder.runner = GraphRunner(decoder, "static", bucket)
+        out = decoder.generate(prompt, max_new, eos, CLOCK)
         expected = greedy(model.base, prompt, max_new, eos, CLOCK)
     assert out.tokens == expected.tokens
     assert out.forward_calls == 1 + len(out.stats["accepted_per_step"]) <= expected.forward_calls

@@ -51,7 +51,8 @@ def static_greedy(model, prompt, max_new, eos=None, bucket=16, attention=None):
         length = runner.length_for(len(prompt) + max_new - 1)
         decoder.load(cache, ids)
         while len(tokens) < max_new:
-            tokens.append(int(runner(length)))
+            runner(length)
+            tokens.append(int(decoder.token))
             if tokens[-1] == eos:
                 break
     return tokens

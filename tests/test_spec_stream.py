@@ -5,6 +5,7 @@ import torch
 
 from llmopt.models.gpt_neo import GPTNeo, make_config
 from llmopt.spec_stream import Decoder, DraftTree, SpecStreamModel, build_ss, ss_loss
+from llmopt.spec_stream.static import StaticTreeDecoder
 from llmopt.strategies import get_strategy
 from llmopt.strategies.base import Clock
 from llmopt.strategies.naive import greedy
@@ -188,6 +189,34 @@ def test_step_commits_the_cache_plain_decoding_builds(rank):
             torch.testing.assert_close(state.cache.values[layer], plain.values[layer], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+@torch.inference_mode()
+def test_static_step_commits_the_cache_plain_decoding_builds(rank):
+    """The static step (ss+graphs) moves the accepted path's keys/values to slots pos.. on the device."""
+    model = random_model(gamma=3, window=4)
+    prompt = [3, 14, 15, 9, 2, 6]
+    truth = greedy(model.base, prompt, 9, None, CLOCK).tokens
+    dec = StaticTreeDecoder(model, (2, 2, 2))
+    _, root = dec.begin(prompt, 9)
+    emitted = [int(root)]
+    for _ in range(2):
+        dec.stream_logits.copy_(perfect_stream_logits(truth[len(emitted): len(emitted) + 3], 40, rank))
+        dec.run(None, None)
+        new, accepted, _ = dec.finish(None, None, None)
+        assert accepted == 3 and new == truth[len(emitted): len(emitted) + 4]
+        if rank:
+            assert dec.verdict[0] != 3  # a side branch: the commit had to move keys/values
+        emitted += new
+        plain = model.base.new_cache()
+        model.base(torch.tensor([prompt + emitted[:-1]]), plain)
+        n = len(plain)
+        assert int(dec.cache.pos) == n and dec.root.tolist() == emitted[-1:]
+        for layer in range(3):
+            k, v = dec.cache.view(layer, n)
+            torch.testing.assert_close(k, plain.keys[layer], rtol=0, atol=1e-12)
+            torch.testing.assert_close(v, plain.values[layer], rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
 @pytest.mark.parametrize("topk", [(1, 1, 1), (2, 1), (3, 2, 1)])
 def test_untrained_streams_still_decode_exactly_greedy(topk, attention):
@@ -280,6 +309,9 @@ def test_trained_streams_are_accepted(counting_model):
     assert sum(steps) / len(steps) >= 2 and out.forward_calls == 1 + len(steps) < 12
     assert out.stats["proposed_per_depth"] == [len(steps)] * 3
     assert out.stats["accepted_per_depth"] == [sum(a > d for a in steps) for d in range(3)]
+    with torch.inference_mode():
+        static = StaticTreeDecoder(model, (1, 1, 1)).generate([5, 6, 7], 12, None, CLOCK)
+    assert static.tokens == out.tokens and static.stats == out.stats
 
 
 @pytest.mark.parametrize("eos_id,max_new,expected", [

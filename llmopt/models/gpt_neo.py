@@ -69,6 +69,13 @@ class KVCache:
         self.keys[layer], self.values[layer] = k, v
         return k, v
 
+    def append_transient(self, layer: int, k: torch.Tensor, v: torch.Tensor, keep: int):
+        """append() for attention over extra rows that must not stay: the returned keys/values hold
+        them all, the cache afterwards only its first `keep` positions (a view, no copy)."""
+        k, v = self.append(layer, k, v)
+        self.keep_layer(layer, keep)
+        return k, v
+
     def keep(self, length: int, extra: torch.Tensor | None = None) -> None:
         """Keep the first `length` positions, then the positions `extra` (in that order), in every
         layer: how a speculative step commits its accepted tokens and drops the rest."""

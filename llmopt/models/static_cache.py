@@ -17,7 +17,8 @@ from .gpt_neo import GPTNeo, KVCache
 
 
 class StaticKVCache:
-    """Keys and values in preallocated buffers; `append` writes one token at `self.pos` (device)."""
+    """Keys and values in one preallocated buffer; `append` writes at the device positions `index`
+    (by default `pos`: one token; a tree step points it at `pos + arange(rows)`)."""
 
     def __init__(self, model: GPTNeo, max_len: int, layout: str = "bhld"):
         if layout not in ("bhld", "blhd"):
@@ -28,9 +29,13 @@ class StaticKVCache:
         shape = (1, heads, max_len, head_dim) if layout == "bhld" else (1, max_len, heads, head_dim)
         layers = len(model.transformer.h)
         self.layout, self.max_len = layout, max_len
-        self.keys = [torch.zeros(shape, device=weight.device, dtype=weight.dtype) for _ in range(layers)]
-        self.values = [torch.zeros(shape, device=weight.device, dtype=weight.dtype) for _ in range(layers)]
+        self.seq_dim = 4 if layout == "bhld" else 3  # in `kv` [layers, 2, *shape]
+        # one buffer: a speculative step's commit moves every layer's keys and values in one copy
+        self.kv = torch.zeros((layers, 2, *shape), device=weight.device, dtype=weight.dtype)
+        self.keys = [self.kv[i, 0] for i in range(layers)]  # views (not unbind's: those refuse in-place writes)
+        self.values = [self.kv[i, 1] for i in range(layers)]
         self.pos = torch.zeros(1, dtype=torch.long, device=weight.device)  # where the next token goes
+        self.index = self.pos  # the slots `append` writes (its first k.shape[2] entries)
         self.length = max_len  # how many slots attention reads (the step's bucket)
 
     def view(self, layer: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,14 +47,24 @@ class StaticKVCache:
         return k[:, :n].transpose(1, 2), v[:, :n].transpose(1, 2)
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write one token's keys/values ([1, heads, 1, head_dim]) at `pos`; return the read window."""
+        """Write T tokens' keys/values ([1, heads, T, head_dim]) at `index[:T]`; return the read window."""
+        at = self.index[: k.shape[2]]
         if self.layout == "bhld":
-            self.keys[layer].index_copy_(2, self.pos, k)
-            self.values[layer].index_copy_(2, self.pos, v)
+            self.keys[layer].index_copy_(2, at, k)
+            self.values[layer].index_copy_(2, at, v)
         else:
-            self.keys[layer].index_copy_(1, self.pos, k.transpose(1, 2))
-            self.values[layer].index_copy_(1, self.pos, v.transpose(1, 2))
+            self.keys[layer].index_copy_(1, at, k.transpose(1, 2))
+            self.values[layer].index_copy_(1, at, v.transpose(1, 2))
         return self.view(layer)
+
+    def append_transient(self, layer: int, k: torch.Tensor, v: torch.Tensor, keep: int):
+        """KVCache.append_transient: rows written here past the committed ones are scratch that the
+        next step overwrites (a tree step's commit decides what stays), so nothing to drop."""
+        return self.append(layer, k, v)
+
+    def move(self, src: torch.Tensor, dst: torch.Tensor) -> None:
+        """Copy the slots `src` to the slots `dst` in every layer (device indices, no host sync)."""
+        self.kv.index_copy_(self.seq_dim, dst, self.kv.index_select(self.seq_dim, src))
 
     def load(self, cache: KVCache) -> None:
         """Copy a dynamic cache (after the prefill) into the first len(cache) slots; pos = len(cache)."""
@@ -88,6 +103,10 @@ class StaticDecoder:
         """Start decoding after a prefill: its cache, and the token it chose ([1, 1], on the device)."""
         self.cache.load(cache)
         self.token.copy_(token)
+
+    def static_tensors(self) -> list[torch.Tensor]:
+        """The tensors the step reads or writes in place: fixed addresses for torch.compile."""
+        return [self.token, self.cache.pos, self.slots, self.cache.kv]
 
     def masks(self, length: int) -> dict:
         pos = self.cache.pos

@@ -48,7 +48,83 @@ class Pruned:
     split: int  # layers below `split` hold the whole tree, the others the kept nodes
 
 
-class Decoder:
+class Loop:
+    """The decoding loop every speculative decoder shares: timing per phase, exact stops at EOS /
+    max_new_tokens, acceptance statistics. A decoder supplies the phases of a step:
+    begin(prompt, max_new_tokens) -> (state, the first token on the device); prepare(state) -> inputs;
+    run(state, inputs) -> outputs; finish(state, inputs, outputs) -> (emitted tokens, accepted
+    draft tokens, the tree nodes verified or None for all of them)."""
+
+    tree: DraftTree
+    limit: int  # the model's positions
+
+    def generate(self, prompt: list[int], max_new_tokens: int, eos_id: int | None, clock: Clock) -> Generation:
+        """Greedy decoding; stops at EOS (kept) or max_new_tokens, truncating a step's tokens there."""
+        tree = self.tree
+        out = Generation(tokens=[], forward_calls=0)
+        accepted_per_step, accepted_per_depth = [], [0] * tree.depth
+        # proposed_per_depth counts the drafted nodes that reached verification (pruning drops
+        # some); kept_per_step: the tree nodes the MSA layers processed per step
+        proposed_per_depth, kept_per_step, depths = [0] * tree.depth, [], [len(p) - 1 for p in tree.paths]
+        whole_tree_steps = 0  # steps whose every node reached verification, counted in at the end
+        out.stats = {"accepted_per_step": accepted_per_step, "accepted_per_depth": accepted_per_depth,
+                     "proposed_per_depth": proposed_per_depth, "kept_per_step": kept_per_step}
+        if max_new_tokens <= 0:
+            return out
+        if len(prompt) + max_new_tokens - 1 > self.limit:
+            raise ValueError(f"{len(prompt)} prompt + {max_new_tokens} new tokens exceed the model's "
+                             f"{self.limit} positions")
+        tokens = out.tokens
+        start = clock()
+        state, first = self.begin(prompt, max_new_tokens)
+        t_forward = clock()
+        tokens.append(int(first))
+        now = clock()
+        out.forward_calls, out.forward_s, out.verify_s, out.ttft_s = 1, t_forward - start, now - t_forward, now - start
+        done = tokens[-1] == eos_id or len(tokens) >= max_new_tokens
+        while not done:
+            inputs = self.prepare(state)
+            t_prepared = clock()
+            outputs = self.run(state, inputs)
+            t_forward = clock()
+            new, accepted, verified = self.finish(state, inputs, outputs)
+            for token in new:
+                tokens.append(token)
+                if token == eos_id or len(tokens) >= max_new_tokens:
+                    done = True
+                    break
+            t_verified = clock()
+            out.prepare_s += t_prepared - now
+            out.forward_s += t_forward - t_prepared
+            out.verify_s += t_verified - t_forward
+            now = t_verified
+            out.forward_calls += 1
+            accepted_per_step.append(accepted)
+            for d in range(accepted):
+                accepted_per_depth[d] += 1
+            if verified is None:
+                whole_tree_steps += 1
+                kept_per_step.append(tree.size)
+            else:
+                kept_per_step.append(len(verified))
+                for node in verified[1:]:
+                    proposed_per_depth[depths[node] - 1] += 1
+        for d, n in enumerate(tree.nodes_per_depth):
+            proposed_per_depth[d] += whole_tree_steps * n
+        return out
+
+
+def prefill(model: SpecStreamModel, prompt: list[int]) -> State:
+    """Prefill the prompt, with streams at its last position only: the root and the first draft."""
+    cache = model.base.new_cache()
+    ids = torch.tensor([prompt], device=model.base.lm_head.weight.device)
+    main, streams = model(ids, cache, stream_start=len(prompt) - 1)
+    return State(cache, main[0, -1:].argmax(-1), streams[0, -1])
+
+
+class Decoder(Loop):
+    """Over a dynamic KV cache, with optional tree pruning; the host reads one verdict per step."""
+
     def __init__(self, model: SpecStreamModel, topk: Sequence[int], prune: float = 0.0):
         """`prune`: tree-pruning threshold on the early-exit probability of a node's token given
         its parent (0 = off: every node of the tree reaches the MSA layers)."""
@@ -79,11 +155,23 @@ class Decoder:
         return {kind: m[:, self.limit - past:] for kind, m in self.masks.items()}
 
     def start(self, prompt: list[int]) -> State:
-        """Prefill the prompt, with streams at its last position only."""
-        cache = self.model.base.new_cache()
-        ids = torch.tensor([prompt], device=self.device)
-        main, streams = self.model(ids, cache, stream_start=len(prompt) - 1)
-        return State(cache, main[0, -1:].argmax(-1), streams[0, -1])
+        return prefill(self.model, prompt)
+
+    # the Loop's phases
+    def begin(self, prompt, max_new_tokens):
+        state = self.start(prompt)
+        return state, state.root
+
+    def prepare(self, state: State):
+        return self.step_inputs(state)
+
+    def run(self, state: State, inputs):
+        return self.forward(state, *inputs)
+
+    def finish(self, state: State, inputs, outputs):
+        pruned = state.pruned  # verify clears nothing, but read it before the next forward does
+        new, accepted = self.verify(state, inputs[0], *outputs)
+        return new, accepted, None if pruned is None else pruned.nodes
 
     def step_inputs(self, state: State):
         """The draft tree's ids [size], positions [size] and masks for the next forward."""
@@ -178,59 +266,3 @@ class Decoder:
         state.root = predicted[last: last + 1]
         state.stream_logits = streams[0, pruned.where[last]]
         return [predicted_host[i] for i in path], accepted
-
-    def generate(self, prompt: list[int], max_new_tokens: int, eos_id: int | None, clock: Clock) -> Generation:
-        """Greedy decoding; stops at EOS (kept) or max_new_tokens, truncating a step's tokens there."""
-        tree = self.tree
-        out = Generation(tokens=[], forward_calls=0)
-        accepted_per_step, accepted_per_depth = [], [0] * tree.depth
-        # proposed_per_depth counts the drafted nodes that reached verification (pruning drops
-        # some); kept_per_step: the tree nodes the MSA layers processed per step
-        proposed_per_depth, kept_per_step, depths = [0] * tree.depth, [], [len(p) - 1 for p in tree.paths]
-        whole_tree_steps = 0  # steps whose every node reached verification, counted in at the end
-        out.stats = {"accepted_per_step": accepted_per_step, "accepted_per_depth": accepted_per_depth,
-                     "proposed_per_depth": proposed_per_depth, "kept_per_step": kept_per_step}
-        if max_new_tokens <= 0:
-            return out
-        if len(prompt) + max_new_tokens - 1 > self.limit:
-            raise ValueError(f"{len(prompt)} prompt + {max_new_tokens} new tokens exceed the model's "
-                             f"{self.limit} positions")
-        tokens = out.tokens
-        start = clock()
-        state = self.start(prompt)
-        t_forward = clock()
-        tokens.append(int(state.root))
-        now = clock()
-        out.forward_calls, out.forward_s, out.verify_s, out.ttft_s = 1, t_forward - start, now - t_forward, now - start
-        done = tokens[-1] == eos_id or len(tokens) >= max_new_tokens
-        while not done:
-            ids, positions, masks = self.step_inputs(state)
-            t_prepared = clock()
-            main, streams = self.forward(state, ids, positions, masks)
-            t_forward = clock()
-            pruned = state.pruned
-            new, accepted = self.verify(state, ids, main, streams)
-            for token in new:
-                tokens.append(token)
-                if token == eos_id or len(tokens) >= max_new_tokens:
-                    done = True
-                    break
-            t_verified = clock()
-            out.prepare_s += t_prepared - now
-            out.forward_s += t_forward - t_prepared
-            out.verify_s += t_verified - t_forward
-            now = t_verified
-            out.forward_calls += 1
-            accepted_per_step.append(accepted)
-            for d in range(accepted):
-                accepted_per_depth[d] += 1
-            if pruned is None:
-                whole_tree_steps += 1
-                kept_per_step.append(tree.size)
-            else:
-                kept_per_step.append(len(pruned.nodes))
-                for node in pruned.nodes[1:]:
-                    proposed_per_depth[depths[node] - 1] += 1
-        for d, n in enumerate(tree.nodes_per_depth):
-            proposed_per_depth[d] += whole_tree_steps * n
-        return out

@@ -129,23 +129,26 @@ class SpecStreamModel(nn.Module):
                 x = x.index_select(1, kept)
                 masks = self.prune_masks(masks, kept, past, t)
                 t = kept.shape[0]
-        s = x[:, stream_start:, None, :] + self.stream_embeddings  # eq. 3 with f = identity
-        h = torch.cat([x, s.flatten(1, 2)], dim=1)
+        h = self.add_streams(x, stream_start)
         for i in range(split, len(base.transformer.h)):
-            h = self._msa_block(i, h, past + t, masks, cache)
+            h = self.msa_block(i, h, past + t, masks, cache)
         return h, t
 
-    def _msa_block(self, i: int, h, main_keys: int, masks: dict, cache: KVCache | None):
-        """Block i over the main rows and the stream rows of h, one attention call."""
+    def add_streams(self, x, stream_start: int = 0):
+        """The MSA layers' input: main rows [B, T], then γ stream rows per position from
+        `stream_start` (S_tj = M_t + P_j: eq. 3 with f = identity)."""
+        s = x[:, stream_start:, None, :] + self.stream_embeddings
+        return torch.cat([x, s.flatten(1, 2)], dim=1)
+
+    def msa_block(self, i: int, h, main_keys: int, masks: dict, cache):
+        """Block i over the main rows and the stream rows of h, one attention call; the cache (KVCache or
+        StaticKVCache) keeps `main_keys` positions."""
         block = self.base.transformer.h[i]
         attn = block.attn
         a = block.ln_1(h)
         q, k, v = attn.split(attn.q_proj(a)), attn.split(attn.k_proj(a)), attn.split(attn.v_proj(a))
-        if cache is not None:
-            # one concatenation lays the keys out as [cache | main | streams]; then the cache
-            # keeps only its main-stream part (a view), as streams are never cached
-            k, v = cache.append(i, k, v)
-            cache.keep_layer(i, main_keys)
+        if cache is not None:  # keys [cache | main | streams]; streams are never cached
+            k, v = cache.append_transient(i, k, v, main_keys)
         y = self.base.attend(q, k, v, masks[block.attention_type])
         b, heads, rows, hd = y.shape
         h = h + attn.out_proj(y.transpose(1, 2).reshape(b, rows, heads * hd))

@@ -203,7 +203,9 @@ class Fast(Strategy):
             self.decoder.load(cache, ids)
             del cache
             out.prepare_s += clock() - t0
-            step = lambda: self.runner(length)  # noqa: E731
+            def step():
+                self.runner(length)
+                return self.decoder.token
         else:
             def step():
                 return self.forward(ids, cache)[:, -1:].argmax(-1)

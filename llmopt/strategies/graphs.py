@@ -22,7 +22,10 @@ RUNTIMES = ("cuda_graph", "torch.compile", "static")  # "static": the same step,
 
 
 class GraphRunner:
-    """Runs StaticDecoder.step(length) for a fixed set of lengths, captured or not."""
+    """Runs a static-shape step, `decoder.step(length)`, for a fixed set of lengths, captured or not.
+
+    The decoder (StaticDecoder, or spec_stream's StaticTreeDecoder) has `cache.max_len` slots, a
+    `cache.pos`, and `static_tensors()`: every tensor its step reads or writes in place."""
 
     def __init__(self, decoder: StaticDecoder, runtime: str, bucket: int, warmup: int = 3):
         if runtime not in RUNTIMES:
@@ -67,7 +70,7 @@ class GraphRunner:
 
     def _compile(self, warmup: int) -> None:
         decoder = self.decoder
-        for t in [decoder.token, decoder.cache.pos, decoder.slots, *decoder.cache.keys, *decoder.cache.values]:
+        for t in decoder.static_tensors():
             torch._dynamo.mark_static_address(t)  # mutated in place: must stay inside the cudagraph
         import torch._dynamo.config as dynamo_config
 
@@ -83,7 +86,8 @@ class GraphRunner:
                 self.compiled(n)
         torch.cuda.synchronize()
 
-    def __call__(self, length: int) -> torch.Tensor:
+    def __call__(self, length: int) -> None:
+        """One step over `length` slots; its results are in the decoder's output tensors."""
         if self.runtime == "cuda_graph":
             self.graphs[length].replay()
         elif self.runtime == "torch.compile":
@@ -91,7 +95,6 @@ class GraphRunner:
             self.compiled(length)
         else:
             self.decoder.step(length)
-        return self.decoder.token
 
 
 @register("graphs")

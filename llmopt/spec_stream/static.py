@@ -1,0 +1,130 @@
+"""Speculative Streaming's verify-and-draft step with static shapes: what `ss+graphs` captures.
+
+The dynamic Decoder (decode.py) grows its cache by concatenation and commits on the host's word.
+Here a whole step runs on the device over a StaticKVCache, so it can be captured once (per bucket
+of cache slots) and replayed: draft the tree from the streams' top-k; write the tree's keys/values
+at slots pos.. and its streams' after them (scratch: the mask hides them from the main stream);
+forward; accept the longest verified path; move the accepted path's keys/values to pos..
+(the top-1 chain is already there); advance pos; keep the next root and the streams that draft the
+next tree. The host reads `verdict` ([the last accepted node, the main stream's prediction at every
+node]) once per step to emit tokens. Tree pruning has host-dependent shapes: not offered here.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..models.static_cache import StaticKVCache
+from .decode import Loop, prefill
+from .model import SpecStreamModel
+from .tree import DraftTree
+
+MASKED_KERNELS = ("eager", "sdpa", "sdpa_efficient")  # tree masks are arbitrary: no flash kernel takes one
+
+
+class StaticTreeDecoder(Loop):
+    """`runner` (set by the caller, e.g. graphs.GraphRunner over this decoder) replays step(length)
+    and says which bucket of slots a generation needs; without one, step runs uncaptured."""
+
+    def __init__(self, model: SpecStreamModel, topk: Sequence[int], max_len: int | None = None):
+        base = model.base
+        if base.attention not in MASKED_KERNELS:
+            raise ValueError(f"the tree step needs an attention kernel that takes a mask "
+                             f"({', '.join(MASKED_KERNELS)}), not {base.attention!r}")
+        weight = base.lm_head.weight
+        device = weight.device
+        self.model, self.base = model, base
+        self.tree = tree = DraftTree(topk, device)
+        if tree.depth > model.gamma:
+            raise ValueError(f"a tree of depth {tree.depth} needs {tree.depth} streams; the model has {model.gamma}")
+        self.limit = base.config.max_position_embeddings
+        self.split = len(base.transformer.h) - model.num_stream_layers
+        size, gamma = tree.size, model.gamma
+        self.rows = rows = size * (1 + gamma)  # rows an MSA layer writes: tree nodes, then their streams
+        # room for the last step's rows past the last position
+        self.cache = StaticKVCache(base, (max_len or self.limit) + rows)
+        self.slots = torch.arange(self.cache.max_len, device=device)
+        self.offsets = self.slots[:rows]
+        # The step's own columns (tree nodes and streams) never change; an extra all-hidden column
+        # stands for every slot outside them.
+        new = model.stream_masks(base.masks(0, tree.depths, tree.ancestors), 0, size)
+        hidden = torch.zeros(rows, 1, dtype=torch.bool, device=device)
+        self.new_part = {kind: torch.cat([m, hidden], dim=1) for kind, m in new.items()}
+        self.row_depths = torch.cat([tree.depths, tree.depths.repeat_interleave(gamma)])[:, None]
+        # the nodes of each path, padded to depth + 1 with its last node: the extra moves land in
+        # slots past the new pos, which the next step overwrites
+        self.paths = torch.tensor([p + p[-1:] * (tree.depth + 1 - len(p)) for p in tree.paths], device=device)
+        # state carried between steps, at fixed addresses
+        self.root = torch.zeros(1, dtype=torch.long, device=device)
+        self.stream_logits = torch.zeros(gamma, base.config.vocab_size, dtype=weight.dtype, device=device)
+        self.verdict = torch.zeros(1 + size, dtype=torch.long, device=device)
+        self.runner = None
+
+    def static_tensors(self) -> list[torch.Tensor]:
+        """The tensors the step reads or writes in place: fixed addresses for torch.compile."""
+        return [self.root, self.stream_logits, self.verdict, self.cache.pos, self.cache.kv, self.slots]
+
+    def masks(self, length: int) -> dict:
+        """[rows, length] per layer kind: committed slots (< pos; within the window of each row's
+        position on local layers) and the step's own columns at pos.."""
+        pos, rows = self.cache.pos, self.rows
+        slots = self.slots[:length]
+        offset = slots - pos
+        column = torch.where((offset >= 0) & (offset < rows), offset, rows)
+        committed = (slots < pos)[None, :]
+        window = committed & (pos + self.row_depths - slots[None, :] < self.base.window)
+        return {kind: (window if kind == "local" else committed) | new.index_select(1, column)
+                for kind, new in self.new_part.items()}
+
+    def step(self, length: int) -> None:
+        """One verify-and-draft step attending over `length` slots, all on the device."""
+        model, base, tree, cache = self.model, self.base, self.tree, self.cache
+        cache.length = length
+        pos = cache.pos
+        ids = tree.draft(self.root, self.stream_logits)
+        # nodes past the last position could only give tokens beyond max_new_tokens: any position does
+        positions = (pos + tree.depths).clamp(max=self.limit - 1)
+        cache.index = pos + self.offsets
+        masks = self.masks(length)
+        x = base.embed(ids[None], positions)
+        x = base.run_blocks(x, {kind: m[: tree.size] for kind, m in masks.items()}, cache, range(self.split))
+        h = model.add_streams(x)
+        for i in range(self.split, len(base.transformer.h)):
+            h = model.msa_block(i, h, 0, masks, cache)
+        logits = base.head(h[0])
+        predicted = logits[: tree.size].argmax(-1)
+        last = tree.accept(ids, predicted).view(1)
+        cache.move(pos + self.paths.index_select(0, last)[0], pos + self.offsets[: tree.depth + 1])
+        pos.add_(tree.depths.index_select(0, last) + 1)
+        self.root.copy_(predicted.index_select(0, last))
+        streams = logits[tree.size:].unflatten(0, (tree.size, model.gamma))
+        self.stream_logits.copy_(streams.index_select(0, last)[0])
+        self.verdict[:1].copy_(last)
+        self.verdict[1:].copy_(predicted)
+
+    # the Loop's phases
+    def begin(self, prompt, max_new_tokens):
+        state = prefill(self.model, prompt)
+        self.cache.load(state.cache)
+        self.root.copy_(state.root)
+        self.stream_logits.copy_(state.stream_logits)
+        total = len(prompt) + max_new_tokens - 1 + self.rows  # the last step's rows included
+        self.length = self.runner.length_for(total) if self.runner else total
+        return None, state.root
+
+    def prepare(self, state):
+        return None  # the draft and the masks are part of the captured step
+
+    def run(self, state, inputs):
+        if self.runner is None:
+            self.step(self.length)
+        else:
+            self.runner(self.length)
+
+    def finish(self, state, inputs, outputs):
+        last, *predicted = self.verdict.tolist()  # the step's one host sync
+        path = self.tree.paths[last]
+        # an accepted token equals the prediction at its parent: the path's predictions are the output
+        return [predicted[i] for i in path], len(path) - 1, None

@@ -1,0 +1,232 @@
+"""Size sweep: plain greedy decode of random-weight GPT-Neo shapes with each technique, against the
+memory-bandwidth floor measured in the same run (where half precision and graphs start to pay).
+
+    python3 scripts/size_sweep.py --out results.json [--shapes 125m,1.3b,2.7b]
+        [--techniques naive,half,flash2,half+graphs,flash2+graphs] [--new-tokens 128] [--prompt-len 64]
+        [--runs 3] [--device cuda] [--copy-mib 1024]
+
+Bandwidth: a --copy-mib buffer is copied device-to-device (warm-up first, then timed with CUDA events,
+perf_counter on CPU); bandwidth = (bytes read + bytes written) / time = 2 * bytes / t.
+Per shape: GPTNeo.random(make_config(shape), seed=0) is built on the device in fp16 (GPT-2 vocab) and
+saved to a temporary checkpoint (deleted after the shape); each technique's prepare() casts it to its
+own dtype. Per technique: one warm-up generate, then --runs timed generates of --new-tokens from a
+fixed seeded prompt of --prompt-len random ids, EOS ignored (eos_id=None), each call timed whole
+(device synchronised + perf_counter). Recorded per row:
+  tokens_per_s (median, min, max over runs; new tokens / wall time of the whole call),
+  decode_ms_per_token = (wall - ttft) / (tokens - 1): decode steps only, prefill excluded,
+  peak_memory_bytes (torch.cuda.max_memory_allocated, reset before prepare),
+  weight_bytes = param_bytes(model) at the technique's dtype (what each decode step must read),
+  floor_ms = weight_bytes / bandwidth and floor_fraction = floor_ms / decode_ms_per_token
+  (1.0 = at the bandwidth floor; the target for half+graphs / flash2+graphs on 1.3b and 2.7b is >= 0.5),
+  match / first_mismatch: tokens equal to the plain decode at the same precision (naive for fp32,
+  half for fp16), the tokens, setup_s and strategy.config(). A failing technique (OOM, no flash on CPU) is
+  recorded with its error and the sweep goes on. The JSON (header: gpu, driver, versions, bandwidth,
+  date) and a Markdown table next to it (same stem, .md) are rewritten after every technique.
+On --device cpu (smoke tests, e.g. --shapes tiny) graphs techniques run the uncaptured "static" runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llmopt.measure import peak_memory, reset_peak_memory  # noqa: E402
+from llmopt.models.gpt_neo import GPTNeo, make_config, param_bytes  # noqa: E402
+from llmopt.strategies import get_strategy  # noqa: E402
+from llmopt.strategies.base import Clock  # noqa: E402
+from llmopt.strategies.compose import parse_technique  # noqa: E402
+from llmopt.strategies.naive import Naive  # noqa: E402
+
+GIB = 2 ** 30
+
+
+def line(*parts):
+    print(*parts, flush=True)
+
+
+def copy_bandwidth(device: torch.device, mib: int, iters: int = 10) -> float:
+    """Device-to-device copy bandwidth in bytes/s, counting bytes read + bytes written (2 * size / t)."""
+    src = torch.empty(mib * 2 ** 20, dtype=torch.uint8, device=device)
+    src.fill_(1)  # touch the pages (CPU) before timing
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
+        start.record()
+        for _ in range(iters):
+            dst.copy_(src)
+        end.record()
+        end.synchronize()
+        seconds = start.elapsed_time(end) / 1e3
+    else:
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            dst.copy_(src)
+        seconds = time.perf_counter() - t0
+    return 2 * src.numel() * iters / seconds
+
+
+def header(device: torch.device, bandwidth: float, args) -> dict:
+    import transformers
+
+    cuda = device.type == "cuda"
+    driver = None
+    try:  # nvidia-smi may be absent (CPU runs, minimal containers)
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             check=False, capture_output=True, text=True, timeout=20)
+        driver = smi.stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        pass
+    return {"gpu": torch.cuda.get_device_name(device) if cuda else None, "driver": driver,
+            "cuda": torch.version.cuda, "torch": torch.__version__, "transformers": transformers.__version__,
+            "device": str(device), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "bandwidth_bytes_per_s": bandwidth, "bandwidth_gb_per_s": bandwidth / 1e9,
+            "bandwidth_definition": f"device-to-device copy of {args.copy_mib} MiB: (bytes read + bytes written) / time",
+            "floor_definition": "floor_ms = weight_bytes / bandwidth; floor_fraction = floor_ms / decode_ms_per_token, "
+                                "decode_ms_per_token = (wall - ttft) / (new tokens - 1)",
+            "new_tokens": args.new_tokens, "prompt_len": args.prompt_len, "runs": args.runs, "eos": None}
+
+
+def free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def measure(name: str, ckpt: Path, prompt: list[int], args, device, bandwidth: float) -> tuple[dict, list[int]]:
+    """One technique on one checkpoint: its row and its tokens."""
+    options = {"runtime": "static"} if device.type != "cuda" and "graphs" in parse_technique(name) else {}
+    strategy = get_strategy(name, **options)
+    reset_peak_memory(device)
+    strategy.prepare(ckpt, device)
+    clock = Clock(device)
+    strategy.generate(prompt, args.new_tokens, None)  # warm-up (allocator, kernels)
+    walls, gens = [], []
+    for _ in range(args.runs):
+        start = clock()
+        gens.append(strategy.generate(prompt, args.new_tokens, None))
+        walls.append(clock() - start)
+    tokens = gens[0].tokens
+    rates = sorted(len(g.tokens) / w for g, w in zip(gens, walls))
+    decode_ms = statistics.median((w - g.ttft_s) / max(len(g.tokens) - 1, 1) * 1e3 for g, w in zip(gens, walls))
+    weight_bytes = param_bytes(strategy.model)
+    floor_ms = weight_bytes / bandwidth * 1e3
+    row = {"tokens_per_s": statistics.median(rates), "tokens_per_s_min": rates[0], "tokens_per_s_max": rates[-1],
+           "decode_ms_per_token": decode_ms, "ttft_ms": statistics.median(g.ttft_s for g in gens) * 1e3,
+           "new_tokens": len(tokens), "peak_memory_bytes": peak_memory(device), "weight_bytes": weight_bytes,
+           "floor_ms": floor_ms, "floor_fraction": floor_ms / decode_ms,
+           "stable_across_runs": all(g.tokens == tokens for g in gens),
+           "setup_s": strategy.setup_s, "dtype": str(strategy.dtype).removeprefix("torch."), "config": strategy.config(),
+           "tokens": tokens}
+    del strategy
+    return row, tokens
+
+
+def match_plain(tokens, plain: dict, dtype, ckpt: Path, prompt, args, device) -> dict:
+    """Compare with the plain greedy decode at `dtype` (decoded now if that technique was not swept)."""
+    try:
+        if dtype not in plain:
+            naive = Naive(dtype)
+            naive.prepare(ckpt, device)
+            plain[dtype] = naive.generate(prompt, args.new_tokens, None).tokens
+            del naive
+    except Exception as exc:  # noqa: BLE001 - recorded; the measurement stands
+        return {"match": None, "first_mismatch": None, "match_error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        free(device)
+    ref = plain[dtype]
+    mismatch = next((i for i, (a, b) in enumerate(zip(tokens, ref)) if a != b),
+                    None if len(tokens) == len(ref) else min(len(tokens), len(ref)))
+    return {"match": mismatch is None, "first_mismatch": mismatch}
+
+
+def write(out: Path, report: dict) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str))
+    h = report["header"]
+    title = (f"# Size sweep: {h['gpu'] or h['device']}, {h['new_tokens']} new tokens, prompt {h['prompt_len']}, "
+             f"copy bandwidth {h['bandwidth_gb_per_s']:.0f} GB/s")
+    md = [title, "",
+          "| shape | technique | tokens/s | decode ms/token | peak mem GiB | weight GiB | floor fraction | match |",
+          "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in report["rows"]:
+        if "error" in r:
+            md.append(f"| {r['shape']} | {r['technique']} | failed: {r['error'][:120].replace('|', '/')} | | | | | |")
+            continue
+        peak = "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / GIB:.2f}"
+        md.append(f"| {r['shape']} | {r['technique']} | {r['tokens_per_s']:.1f} | {r['decode_ms_per_token']:.2f} | "
+                  f"{peak} | {r['weight_bytes'] / GIB:.2f} | {r['floor_fraction']:.2f} | {r['match']} |")
+    md += ["", "floor fraction = (weight bytes / copy bandwidth) / decode ms per token; 1.0 is the bandwidth floor.",
+           "match: tokens equal to the plain decode at the same precision (naive for fp32, half for fp16)."]
+    out.with_suffix(".md").write_text("\n".join(md) + "\n")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="JSON results; the Markdown table goes next to it (.md)")
+    parser.add_argument("--shapes", default="125m,1.3b,2.7b", help="comma-separated make_config shapes")
+    parser.add_argument("--techniques", default="naive,half,flash2,half+graphs,flash2+graphs",
+                        help="comma-separated get_strategy names (combinations with +)")
+    parser.add_argument("--new-tokens", type=int, default=128, help="new tokens per generate (EOS ignored)")
+    parser.add_argument("--prompt-len", type=int, default=64, help="random prompt ids (seed 0)")
+    parser.add_argument("--runs", type=int, default=3, help="timed generates per technique, after one warm-up")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--copy-mib", type=int, default=1024, help="buffer size of the bandwidth copy")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    bandwidth = copy_bandwidth(device, args.copy_mib)
+    report = {"header": header(device, bandwidth, args), "rows": []}
+    line(f"device {report['header']['gpu'] or device}: copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write)")
+    for shape in args.shapes.split(","):
+        config = make_config(shape)
+        prompt = torch.randint(0, config.vocab_size, (args.prompt_len,), generator=torch.Generator().manual_seed(0)).tolist()
+        with tempfile.TemporaryDirectory(prefix=f"size_sweep_{shape}_") as tmp:  # removed even on failure
+            ckpt = Path(tmp)
+            model = GPTNeo.random(config, seed=0, device=device, dtype=torch.float16)
+            model.save_pretrained(ckpt)
+            del model
+            free(device)
+            line(f"== {shape}: random fp16 checkpoint saved ==")
+            plain: dict[torch.dtype, list[int]] = {}  # plain-decode tokens by dtype, the match reference
+            for name in args.techniques.split(","):
+                row = {"shape": shape, "technique": name}
+                try:
+                    result, tokens = measure(name, ckpt, prompt, args, device, bandwidth)
+                    row.update(result)
+                except Exception as exc:  # noqa: BLE001 - recorded; the sweep goes on
+                    row["error"] = f"{type(exc).__name__}: {exc}"
+                free(device)  # outside `except`: its traceback would keep an OOM'd model alive
+                if "error" not in row:
+                    dtype = getattr(torch, row["dtype"])
+                    if name in ("naive", "half"):
+                        plain[dtype] = tokens
+                    row.update(match_plain(tokens, plain, dtype, ckpt, prompt, args, device))
+                    line(f"{shape:6s} {name:16s} {row['tokens_per_s']:8.1f} tok/s  "
+                         f"{row['decode_ms_per_token']:7.2f} ms/tok  floor {row['floor_fraction']:.2f}  peak {(row['peak_memory_bytes'] or 0) / GIB:.2f} GiB  "
+                         f"match {row['match']}")
+                else:
+                    line(f"{shape:6s} {name:16s} FAILED {row['error'][:200]}")
+                report["rows"].append(row)
+                write(args.out, report)
+    line(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""scripts/size_sweep.py end to end on the CPU: tiny shape, naive and graphs (static runtime), flash2
+recorded as an error, JSON and Markdown written."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "size_sweep.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("size_sweep", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_size_sweep_cpu(tmp_path):
+    out = tmp_path / "sweep.json"
+    load_script().main(["--out", str(out), "--device", "cpu", "--shapes", "tiny", "--techniques",
+                        "naive,graphs,flash2", "--new-tokens", "8", "--prompt-len", "16", "--runs", "1",
+                        "--copy-mib", "16"])
+    report = json.loads(out.read_text())
+    assert report["header"]["bandwidth_bytes_per_s"] > 0
+    rows = {r["technique"]: r for r in report["rows"]}
+    assert list(rows) == ["naive", "graphs", "flash2"]
+    for name in ("naive", "graphs"):
+        row = rows[name]
+        assert row["shape"] == "tiny" and row["tokens_per_s"] > 0 and row["new_tokens"] == 8
+        assert row["match"] is True and row["first_mismatch"] is None
+        assert row["weight_bytes"] > 0 and row["floor_fraction"] > 0
+    assert rows["graphs"]["config"]["runtime"] == "static"
+    assert "flash2 needs a CUDA GPU" in rows["flash2"]["error"]
+    table = out.with_suffix(".md").read_text()
+    assert "| tiny | graphs |" in table and "failed" in table
