@@ -16,7 +16,7 @@ import transformers
 
 from llmopt import compare, data, measure
 from llmopt.report import slug
-from llmopt.strategies import STRATEGIES, validate_technique
+from llmopt.strategies import STRATEGIES, get_strategy, validate_technique
 
 GPU = torch.cuda.is_available()
 DEFAULT_TECHNIQUES = "hf,naive,half,ss"
@@ -39,6 +39,9 @@ def pytest_addoption(parser):
                          "run, or its output hash changes; 'latest': the newest saved run of this GPU model")
     group.addoption("--gate-tolerance", type=float, default=0.05,
                     help="allowed tokens/s drop per cell, as a fraction (default 0.05)")
+    group.addoption("--strategy-options", default=None, metavar="JSON",
+                    help='options per technique part, e.g. \'{"ss": {"topk": "2,1,1,1"}, "graphs": {"runtime": '
+                         '"torch.compile"}}\': every technique containing that part gets them')
     group.addoption("--objective", default=None,
                     help="training objective of the shape checkpoints: lm or ss (default: ss when a technique needs "
                          "speculative streams, else lm); every technique runs on the same checkpoint")
@@ -68,11 +71,13 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("dataset", datasets, scope="session")
     if "technique" in metafunc.fixturenames:
         techniques = _list(metafunc.config, "--techniques")
-        for name in techniques:
-            try:
+        try:
+            table = measure.parse_strategy_options(metafunc.config.getoption("--strategy-options"))
+            for name in techniques:  # a bad name or option stops the session before any work
                 validate_technique(name)
-            except ValueError as exc:
-                raise pytest.UsageError(str(exc)) from None
+                get_strategy(name, **measure.strategy_options(name, table))
+        except (ValueError, TypeError) as exc:
+            raise pytest.UsageError(str(exc)) from None
         metafunc.parametrize("technique", techniques)
 
 
@@ -81,6 +86,7 @@ def options(pytestconfig):
     get = pytestconfig.getoption
     return dict(model=get("--model"), num_prompts=get("--num-prompts"), max_new_tokens=get("--max-new-tokens"),
                 rounds=get("--rounds"), data_dir=get("--data-dir"), device=get("--device"),
+                strategy_options=measure.parse_strategy_options(get("--strategy-options")),
                 objective=get("--objective") or measure.objective_for(_list(pytestconfig, "--techniques")))
 
 

@@ -8,7 +8,7 @@ from llmopt.strategies import get_strategy
 
 def test_throughput(benchmark, dataset, technique, workloads, plain_outputs, options):
     workload = workloads(dataset)
-    strategy = get_strategy(technique)
+    strategy = get_strategy(technique, **measure.strategy_options(technique, options["strategy_options"]))
     prepare_s = measure.prepare(strategy, workload, options["device"])
     reference = plain_outputs(dataset, strategy.dtype)
 

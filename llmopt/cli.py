@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--max-new-tokens", type=int, default=128)
     bench.add_argument("--rounds", type=int, default=3)
     bench.add_argument("--json", type=Path, help="also write every record to this JSON file")
+    bench.add_argument("--strategy-options", metavar="JSON",
+                       help='options per technique part, e.g. \'{"ss": {"topk": "2,1,1,1"}}\'')
     bench.add_argument("--objective", help="training objective of shape checkpoints: lm or ss "
                        "(default: ss when a technique needs speculative streams, else lm)")
     _common(bench)
@@ -126,7 +128,9 @@ def cmd_bench(args) -> int:
     model = args.model or ("125m" if device.startswith("cuda") else "tiny")
     datasets = args.dataset or list(data.DATASETS)
     techniques = args.technique or ["hf", "naive", "half", "ss"]
-    strategies = {t: get_strategy(t) for t in techniques}  # unknown names fail before any work
+    table = measure.parse_strategy_options(args.strategy_options)
+    # unknown names or options fail before any work
+    strategies = {t: get_strategy(t, **measure.strategy_options(t, table)) for t in techniques}
     records = []
     for dataset in datasets:
         workload = measure.build_workload(dataset, model, args.num_prompts, args.max_new_tokens,

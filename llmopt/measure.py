@@ -49,6 +49,28 @@ def objective_for(techniques: list[str]) -> str:
     return "ss" if any(technique_objective(t) == "ss" for t in techniques if known_technique(t)) else "lm"
 
 
+def parse_strategy_options(text: str | None) -> dict[str, dict]:
+    """`--strategy-options` JSON: {technique part: {option: value}}, e.g.
+    '{"ss": {"topk": "2,1,1,1"}, "graphs": {"runtime": "torch.compile"}}'."""
+    if not text:
+        return {}
+    try:
+        table = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"strategy options are JSON, e.g. '{{\"ss\": {{\"topk\": \"2,1,1,1\"}}}}': {exc}") from None
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise ValueError(f"strategy options map a technique to its options ({{name: {{option: value}}}}), got {text!r}")
+    return table
+
+
+def strategy_options(technique: str, table: dict[str, dict]) -> dict:
+    """The options of `technique` from the table: each part of a '+' name brings its own entry."""
+    options = {}
+    for part in technique.split("+"):
+        options.update(table.get(part, {}))
+    return options
+
+
 def build_workload(dataset: str, model: str = "125m", num_prompts: int = 32, max_new_tokens: int = 128,
                    data_dir=None, device=None, progress: bool = True, objective: str = "lm") -> Workload:
     """The first `num_prompts` evaluation examples of `dataset`, encoded for the checkpoint.

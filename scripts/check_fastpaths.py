@@ -148,7 +148,8 @@ def main():
         _, _, ref32 = generate_all("naive", ckpt, prompts, args.new_tokens)
         runtimes = ["cuda_graph"] + ([] if args.skip_compile else ["torch.compile"])
         for runtime in runtimes:
-            opts = {"runtime": runtime, "bucket": args.compile_bucket if runtime == "torch.compile" else 256}
+            opts = {"runtime": runtime, "bucket": args.compile_bucket if runtime == "torch.compile" else 256,
+                    "max_len": 1024}  # prompts of ~400-450 tokens + new ones: few buckets to capture/compile
             s, prep, got = generate_all("graphs", ckpt, prompts, args.new_tokens, **opts)
             report[f"graphs_fp32_{runtime}_identical"] = got == ref32
             line(f"graphs fp32 {runtime}: identical to naive: {got == ref32} (setup {s.setup_s:.2f}s)")
@@ -162,7 +163,7 @@ def main():
         line(f"\n== 3. tokens/s, {args.prompts} prompts of ~{args.prompt_len} tokens, {args.new_tokens} new ==")
         runs = [("naive", {}), ("half", {}), ("half+graphs", {}), ("flash2", {}), ("flash2+graphs", {})]
         if not args.skip_compile:
-            runs.insert(3, ("half+graphs", {"runtime": "torch.compile", "bucket": args.compile_bucket}))
+            runs.insert(3, ("half+graphs", {"runtime": "torch.compile", "bucket": args.compile_bucket, "max_len": 1024}))
         timings = {}
         for name, opts in runs:
             label = name + (f" [{opts['runtime']}]" if opts else "")

@@ -109,7 +109,11 @@ def free(device: torch.device) -> None:
 
 def measure(name: str, ckpt: Path, prompt: list[int], args, device, bandwidth: float) -> tuple[dict, list[int]]:
     """One technique on one checkpoint: its row and its tokens."""
-    options = {"runtime": "static"} if device.type != "cuda" and "graphs" in parse_technique(name) else {}
+    options = {}
+    if "graphs" in parse_technique(name):
+        # static cache slots: the prompt and new tokens, rounded up to a bucket (one graph to capture)
+        options = {"runtime": "static" if device.type != "cuda" else args.runtime,
+                   "max_len": -(-(args.prompt_len + args.new_tokens) // 256) * 256}
     strategy = get_strategy(name, **options)
     reset_peak_memory(device)
     strategy.prepare(ckpt, device)
@@ -186,6 +190,8 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=3, help="timed generates per technique, after one warm-up")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--copy-mib", type=int, default=1024, help="buffer size of the bandwidth copy")
+    parser.add_argument("--runtime", default="cuda_graph", choices=("cuda_graph", "torch.compile"),
+                        help="runtime of the graphs techniques (default cuda_graph)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and device.index is None:

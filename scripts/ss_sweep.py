@@ -1,10 +1,12 @@
-"""Sweep Speculative Streaming's inference knobs (tree shape: k per depth) against plain decoding,
-on the SS-trained checkpoint of each dataset, in one process per GPU.
+"""Sweep Speculative Streaming's inference knobs (tree shape: k per depth; pruning threshold) against
+plain decoding, on the SS-trained checkpoint of each dataset, in one process per GPU.
 
-    python scripts/ss_sweep.py --out results.json [--datasets spider,e2e_nlg] [--topk 1,1,1,1 2,1,1,1 ...]
+    python scripts/ss_sweep.py --out results.json [--datasets spider,e2e_nlg] [--technique ss+half+graphs]
+        [--topk 1,1,1,1 2,1,1,1 3,2,2,1@0.05 ...]      (TREE@THRESHOLD: with tree pruning)
 
-Prints one line per (dataset, tree): tokens/s, speed-up over `naive` measured in the same run,
-mean accepted tokens per step, acceptance per depth and match_naive."""
+Prints one line per (dataset, tree, threshold): tokens/s, speed-up over the plain-decoding twin of
+the technique (`naive` for `ss`, `half+graphs` for `ss+half+graphs`) measured in the same run, mean
+accepted tokens per step, acceptance per depth and match_naive."""
 
 from __future__ import annotations
 
@@ -30,41 +32,52 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="JSON file for every record (rewritten after each one)")
 
 
-def naive_baseline(dataset: str, args) -> tuple[measure.Workload, list[list[int]], dict]:
-    """The SS checkpoint's workload, its plain greedy outputs and `naive` timed on it."""
+def plain_twin(technique: str) -> str:
+    """The same technique without speculation: ss -> naive, ss+half+graphs -> half+graphs."""
+    return "+".join(p for p in technique.split("+") if p != "ss") or "naive"
+
+
+def naive_baseline(dataset: str, args, technique: str = "ss") -> tuple[measure.Workload, list[list[int]], dict]:
+    """The SS checkpoint's workload, its plain greedy outputs and the plain twin of `technique`
+    timed on it."""
     work = measure.build_workload(dataset, args.model, args.num_prompts, args.max_new_tokens,
                                   data_dir=args.data_dir, device=args.device, objective="ss")
-    reference = measure.plain_outputs(work, "float32", args.device)
-    naive = get_strategy("naive")
-    measure.prepare(naive, work, args.device)
+    plain = get_strategy(plain_twin(technique))
+    reference = measure.plain_outputs(work, plain.dtype, args.device)
+    measure.prepare(plain, work, args.device)
     # warm up on every prompt: the first timed configuration must not pay for cache/allocator growth
-    return work, reference, measure.measure(naive, work, args.rounds, len(work.prompts), reference=reference)
+    return work, reference, measure.measure(plain, work, args.rounds, len(work.prompts), reference=reference)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--topk", nargs="+", default=DEFAULT_TREES, help="trees to try, each as k per depth")
+    p.add_argument("--topk", nargs="+", default=DEFAULT_TREES,
+                   help="trees to try, each as k per depth, optionally @ a tree-pruning threshold (2,2,1@0.05)")
+    p.add_argument("--technique", default="ss", help="ss or a composition such as ss+half+graphs (default ss)")
     add_workload_arguments(p)
     args = p.parse_args(argv)
+    get_strategy(args.technique)  # a bad name fails before any work
 
     records = []
     for dataset in args.datasets.split(","):
-        work, reference, base = naive_baseline(dataset, args)
+        work, reference, base = naive_baseline(dataset, args, args.technique)
         warm = len(work.prompts)
         records.append(base)
-        print(f"{dataset:>10} naive        {base['tokens_per_s']:8.1f} tok/s", flush=True)
-        for topk in args.topk:
-            ss = get_strategy("ss", topk=topk)
+        print(f"{dataset:>10} {plain_twin(args.technique)}  {base['tokens_per_s']:8.1f} tok/s", flush=True)
+        for choice in args.topk:
+            topk, _, prune = choice.partition("@")
+            ss = get_strategy(args.technique, topk=topk, prune=float(prune or 0))
             measure.prepare(ss, work, args.device)
             r = measure.measure(ss, work, args.rounds, warm, reference=reference)
-            r["speedup_over_naive"] = r["tokens_per_s"] / base["tokens_per_s"]
+            r["speedup_over_naive"] = r["tokens_per_s"] / base["tokens_per_s"]  # over the plain twin
             records.append(r)
             depth = " ".join(f"{a:.2f}" for a in r.get("acceptance_per_depth", []))
-            print(f"{dataset:>10} ss k={topk:<9} {r['tokens_per_s']:8.1f} tok/s  x{r['speedup_over_naive']:.2f}  "
-                  f"accepted/step {r['mean_accepted_tokens']:.2f}  per depth [{depth}]  "
-                  f"match_naive {r['match_naive']:.2f}  quality {r['quality']:.1f}", flush=True)
+            print(f"{dataset:>10} {args.technique} k={choice:<14} {r['tokens_per_s']:8.1f} tok/s  "
+                  f"x{r['speedup_over_naive']:.2f}  accepted/step {r['mean_accepted_tokens']:.2f}  "
+                  f"per depth [{depth}]  match_naive {r['match_naive']:.2f}  quality {r['quality']:.1f}", flush=True)
             with open(args.out, "w") as f:
                 json.dump(records, f, indent=1)
+            del ss
     return 0
 
 

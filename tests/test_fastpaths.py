@@ -226,7 +226,6 @@ def test_composed_names_validate_and_fail_early():
         "naive+flash2": "no float32 kernels",
         "naive+half": "conflicting precisions",
         "best+graphs": "best is a preset",
-        "ss+flash2": "ss combines with nothing",
         "half+warp": "unknown technique 'warp'",
         "warp": "unknown technique 'warp'",
         "": "unknown technique|empty",
@@ -291,3 +290,31 @@ def test_flash2_on_cuda_runs_and_records_provider(checkpoint, name):
     _, ref = run("half" if strategy.dtype == torch.float16 else "bf16", checkpoint, "cuda")
     same = sum(a.tokens[:8] == b.tokens[:8] for a, b in zip(got, ref))
     assert same >= len(ref) // 2
+
+
+@pytest.fixture(scope="module")
+def ss_checkpoint(tmp_path_factory):
+    from llmopt.spec_stream import SpecStreamModel
+
+    path = tmp_path_factory.mktemp("tiny_ss")
+    config = make_config("tiny", vocab_size=VOCAB, window_size=8, max_position_embeddings=128)
+    SpecStreamModel.random(config, gamma=3, num_stream_layers=1, seed=0).save_pretrained(path)
+    return path
+
+
+@gpu
+@pytest.mark.parametrize("runtime", ["cuda_graph", "torch.compile"])
+def test_ss_graphs_on_cuda_equal_naive(ss_checkpoint, runtime):
+    _, ref = run("naive", ss_checkpoint, "cuda")
+    strategy, got = run("ss+graphs", ss_checkpoint, "cuda", topk="2,1,1", runtime=runtime, bucket=64)
+    assert [g.tokens for g in got] == [g.tokens for g in ref]
+    assert strategy.runtime == runtime and strategy.setup_s > 0
+
+
+@gpu
+@pytest.mark.parametrize("name", ["ss+half", "ss+flash2", "ss+flash2+graphs"])
+def test_composed_ss_on_cuda_agree_with_half(ss_checkpoint, name):
+    strategy, got = run(name, ss_checkpoint, "cuda", topk="2,1,1")
+    _, ref = run("half", ss_checkpoint, "cuda")
+    same = sum(a.tokens[:8] == b.tokens[:8] for a, b in zip(got, ref))
+    assert same >= len(ref) // 2 and strategy.dtype == torch.float16

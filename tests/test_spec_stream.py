@@ -360,12 +360,35 @@ def test_strategy_matches_naive(tmp_path):
     naive = get_strategy("naive", dtype="float64")
     naive.prepare(tmp_path, "cpu")
     assert ss.config() == {"dtype": "float64", "attention_provider": "eager", "runtime": "eager", "gamma": 4,
-                           "num_stream_layers": 2, "topk": "2,1,1", "tree_size": 7,
-                           "prune": 0.0}
+                           "num_stream_layers": 2, "topk": "2,1,1", "tree_size": 7, "techniques": "ss",
+                           "prune": 0.0, "setup_s": 0.0}
+    # the static step that ss+graphs captures, uncaptured ("static" runtime) on CPU
+    graphs = get_strategy("ss+graphs", dtype="float64", topk="2,1,1", runtime="static", bucket=16)
+    graphs.prepare(tmp_path, "cpu")
+    assert graphs.config()["runtime"] == "static" and graphs.config()["graph_bucket"] == 16
     for prompt in ([1, 2, 3], [5] * 12):
-        out = ss.generate(prompt, 25, 7)
-        assert out.tokens == naive.generate(prompt, 25, 7).tokens
-        assert out.forward_s > 0 and out.verify_s > 0 and out.ttft_s > 0
-        assert len(out.stats["accepted_per_depth"]) == len(out.stats["proposed_per_depth"]) == 3
+        expected = naive.generate(prompt, 25, 7).tokens
+        for strategy in (ss, graphs):
+            out = strategy.generate(prompt, 25, 7)
+            assert out.tokens == expected
+            assert out.forward_s > 0 and out.verify_s > 0 and out.ttft_s > 0
+            assert len(out.stats["accepted_per_depth"]) == len(out.stats["proposed_per_depth"]) == 3
     assert get_strategy("ss", topk=(1, 1)).topk == (1, 1)
-    assert ss.objective == "ss"
+    assert ss.objective == "ss" and get_strategy("ss+half+graphs").objective == "ss"
+
+
+def test_composed_ss_names():
+    assert get_strategy("ss+half").dtype == torch.float16
+    assert get_strategy("ss+bf16").dtype == torch.bfloat16
+    flash = get_strategy("ss+flash2+graphs")
+    assert flash.dtype == torch.float16 and flash.attention_provider == "sdpa_efficient"
+    assert get_strategy("ss").dtype == torch.float32
+    bad = {"ss+hf": "hf combines with nothing", "ss+best": "best is a preset",
+           "ss+naive+flash2": "no float32 kernels"}
+    for name, why in bad.items():
+        with pytest.raises(ValueError, match=why):
+            get_strategy(name)
+    with pytest.raises(ValueError, match="no fixed shape to capture"):
+        get_strategy("ss+graphs", prune=0.1)
+    with pytest.raises(ValueError, match="options of graphs"):
+        get_strategy("ss+half", runtime="cuda_graph")

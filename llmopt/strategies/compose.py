@@ -7,8 +7,12 @@ Techniques and what each adds:
   flash2  FlashAttention-2 kernels (fp16/bf16, CUDA): the `flash_attn` package if importable, else
           SDPA with the FLASH_ATTENTION backend forced (option provider="flash_attn"|"sdpa_flash")
   graphs  static KV cache, decode step captured once (option runtime="cuda_graph"|"torch.compile")
+  ss      Speculative Streaming (strategies/ss.py): composes with a precision, flash2 and graphs;
+          its tree masks are arbitrary, so with flash2 its attention is SDPA's memory-efficient
+          kernel (the fused kernel that takes a mask), and with graphs the whole verify-and-draft
+          step is captured (spec_stream/static.py)
   best    a preset: flash2+graphs (fp16)
-  hf, ss  stand alone (stock transformers; Speculative Streaming)
+  hf      stands alone (stock transformers)
 """
 
 from __future__ import annotations
@@ -27,8 +31,6 @@ PRECISION = {"naive": torch.float32, "half": torch.float16, "bf16": torch.bfloat
 BEST = ("flash2", "graphs")  # provisional: the fastest exact combination measured so far
 ALONE = {
     "hf": "hf is stock transformers generate(), which none of our fast paths can change",
-    "ss": "Speculative Streaming's verification steps are tree-shaped (a mask no FlashAttention kernel "
-          "takes) and vary in size (no single captured graph replays them); not built yet",
 }
 PROVIDERS = ("auto", "flash_attn", "sdpa_flash")
 
@@ -80,9 +82,60 @@ def resolve_dtype(parts: tuple[str, ...], dtype=None) -> torch.dtype:
     return chosen
 
 
+def check_device(parts: tuple[str, ...], runtime: str, device: torch.device) -> None:
+    """flash2 and captured graphs need a CUDA GPU: say so before loading anything."""
+    label = "+".join(parts)
+    if device.type != "cuda":
+        if "flash2" in parts:
+            raise ValueError(f"{label}: flash2 needs a CUDA GPU (FlashAttention-2 kernels), not {device}")
+        if "graphs" in parts and runtime != "static":
+            raise ValueError(f"{label}: graphs captures the decode step with CUDA graphs and needs a "
+                             f"CUDA GPU, not {device}")
+
+
+def pick_flash_provider(parts: tuple[str, ...], provider: str, device: torch.device) -> str:
+    """The FlashAttention-2 provider that will run: flash_attn if importable (unless sdpa_flash is
+    asked for), else SDPA's flash kernel where this GPU and build have it; else a clear error."""
+    label = "+".join(parts)
+    if provider in ("auto", "flash_attn") and flash_attn_available():
+        return "flash_attn"
+    if provider == "flash_attn":
+        raise ValueError(f"{label}: provider='flash_attn' but the flash_attn package cannot be imported")
+    major, _ = torch.cuda.get_device_capability(device)
+    if major < 8 or not torch.backends.cuda.is_flash_attention_available():
+        raise ValueError(f"{label}: PyTorch's SDPA flash kernel is unavailable on this GPU/build "
+                         f"(compute capability {major}.x; needs 8.0+) and flash_attn is not installed")
+    return "sdpa_flash"
+
+
+def graph_options(parts: tuple[str, ...], runtime: str | None, bucket: int | None,
+                  max_len: int | None = None) -> tuple[str, int, int | None]:
+    """The graphs runtime, bucket and max_len (validated); options given without graphs are an error.
+    max_len: static cache slots (default: the model's context); fewer slots, fewer buckets to capture."""
+    if (runtime is not None or bucket is not None or max_len is not None) and "graphs" not in parts:
+        raise ValueError(f"runtime, bucket and max_len are options of graphs, which {'+'.join(parts)} lacks")
+    if max_len is not None and int(max_len) < 2:
+        raise ValueError(f"max_len must be at least 2 cache slots, got {max_len}")
+    from .graphs import RUNTIMES
+
+    runtime = runtime or "cuda_graph"
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown graphs runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    bucket = int(bucket or 256)
+    if bucket < 1:
+        raise ValueError(f"bucket must be positive, got {bucket}")
+    return runtime, bucket, None if max_len is None else int(max_len)
+
+
 def build(name: str, **options) -> Strategy:
     """get_strategy for names that are not registered: combinations and the bf16 preset."""
-    strategy = Fast(techniques=parse_technique(name), **options)
+    parts = parse_technique(name)
+    if "ss" in parts:
+        from .ss import SpecStream
+
+        strategy = SpecStream(techniques=parts, **options)
+    else:
+        strategy = Fast(techniques=parts, **options)
     strategy.name = name
     return strategy
 
@@ -97,7 +150,7 @@ class Fast(Strategy):
     preset: tuple[str, ...] = ()
 
     def __init__(self, dtype=None, provider: str | None = None, runtime: str | None = None,
-                 bucket: int | None = None, techniques: tuple[str, ...] | None = None):
+                 bucket: int | None = None, max_len: int | None = None, techniques: tuple[str, ...] | None = None):
         parts = tuple(techniques) if techniques is not None else self.preset
         if not parts:
             raise ValueError("Fast needs techniques")
@@ -107,19 +160,10 @@ class Fast(Strategy):
         self.flash, self.graphs = "flash2" in parts, "graphs" in parts
         if provider is not None and not self.flash:
             raise ValueError(f"provider is an option of flash2, which {'+'.join(parts)} lacks")
-        if (runtime is not None or bucket is not None) and not self.graphs:
-            raise ValueError(f"runtime and bucket are options of graphs, which {'+'.join(parts)} lacks")
+        self.graph_runtime, self.bucket, self.max_len = graph_options(parts, runtime, bucket, max_len)
         self.provider = provider or "auto"
         if self.provider not in PROVIDERS:
             raise ValueError(f"unknown flash2 provider {provider!r}; known: {', '.join(PROVIDERS)}")
-        from .graphs import RUNTIMES
-
-        self.graph_runtime = runtime or "cuda_graph"
-        if self.graph_runtime not in RUNTIMES:
-            raise ValueError(f"unknown graphs runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
-        self.bucket = int(bucket or 256)
-        if self.bucket < 1:
-            raise ValueError(f"bucket must be positive, got {bucket}")
         self.attention_provider = "eager"
         self.runtime = "eager"
         self.decode_attention = "eager"
@@ -127,33 +171,12 @@ class Fast(Strategy):
 
     # -- preparation --------------------------------------------------------------------------
 
-    def _check_device(self, device: torch.device) -> None:
-        label = "+".join(self.techniques)
-        if device.type != "cuda":
-            if self.flash:
-                raise ValueError(f"{label}: flash2 needs a CUDA GPU (FlashAttention-2 kernels), not {device}")
-            if self.graphs and self.graph_runtime != "static":
-                raise ValueError(f"{label}: graphs captures the decode step with CUDA graphs and needs a "
-                                 f"CUDA GPU, not {device}")
-
-    def _pick_provider(self, device: torch.device) -> str:
-        label = "+".join(self.techniques)
-        if self.provider in ("auto", "flash_attn") and flash_attn_available():
-            return "flash_attn"
-        if self.provider == "flash_attn":
-            raise ValueError(f"{label}: provider='flash_attn' but the flash_attn package cannot be imported")
-        major, _ = torch.cuda.get_device_capability(device)
-        if major < 8 or not torch.backends.cuda.is_flash_attention_available():
-            raise ValueError(f"{label}: PyTorch's SDPA flash kernel is unavailable on this GPU/build "
-                             f"(compute capability {major}.x; needs 8.0+) and flash_attn is not installed")
-        return "sdpa_flash"
-
     def prepare(self, checkpoint, device):
         self.device = torch.device(device)
-        self._check_device(self.device)
+        check_device(self.techniques, self.graph_runtime, self.device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
-        provider = self._pick_provider(self.device) if self.flash else "eager"
+        provider = pick_flash_provider(self.techniques, self.provider, self.device) if self.flash else "eager"
         self.model = GPTNeo.from_pretrained(checkpoint, device=self.device, dtype=self.dtype).eval()
         self.model.set_attention(provider)
         self.attention_provider = provider
@@ -166,7 +189,7 @@ class Fast(Strategy):
             if provider == "sdpa_flash":  # recorded, never silent: the flash kernel takes no mask
                 self.attention_provider = "sdpa_flash+sdpa_efficient_decode"
             with torch.inference_mode():
-                self.decoder = StaticDecoder(self.model, attention=self.decode_attention)
+                self.decoder = StaticDecoder(self.model, self.max_len, attention=self.decode_attention)
                 self.runner = GraphRunner(self.decoder, self.graph_runtime, self.bucket)
             self.setup_s = self.runner.setup_s
             self.runtime = self.graph_runtime

@@ -1,5 +1,11 @@
 """Speculative Streaming: the fine-tuned model drafts with its streams and verifies with its main
-stream in the same forward pass (tree draft, greedy verification). fp32, eager attention."""
+stream in the same forward pass (tree draft, greedy verification).
+
+The `ss` preset runs like `naive` (fp32, eager attention, dynamic cache), so `ss` against `naive` is
+the technique's own speed-up. Composed (see compose.py): `ss+half` / `ss+bf16` (precision),
+`ss+flash2` (fp16; the tree masks are arbitrary, so attention runs SDPA's memory-efficient kernel,
+the fused kernel that takes a mask), `ss+graphs` (the verify-and-draft step over a static cache,
+captured once: spec_stream/static.py), and any mix of them, e.g. `ss+flash2+graphs`."""
 
 from __future__ import annotations
 
@@ -9,7 +15,10 @@ import torch
 # may still be mid-import when this line runs
 from ..spec_stream import decode
 from ..spec_stream.model import SpecStreamModel
-from .base import Clock, Strategy, parse_dtype, register
+from .base import Clock, Strategy, register
+from .compose import check_device, graph_options, parse_technique, resolve_dtype
+
+TREE_KERNEL = "sdpa_efficient"  # ss+flash2: the fused attention kernel that takes a tree mask
 
 
 def parse_topk(topk) -> tuple[int, ...]:
@@ -23,28 +32,50 @@ def parse_topk(topk) -> tuple[int, ...]:
 class SpecStream(Strategy):
     objective = "ss"  # needs a checkpoint fine-tuned with the multi-stream loss
 
-    def __init__(self, dtype: str | torch.dtype = "float32", topk="1,1,1,1", max_depth: int | None = None,
-                 prune: float = 0.0):
-        """prune: tree-pruning threshold (paper §3.2) on the early-exit probability of a draft token
-        given its parent; nodes below it and their subtrees skip the MSA layers. 0 = off."""
-        self.dtype = parse_dtype(dtype)
+    def __init__(self, dtype=None, topk="1,1,1,1", max_depth: int | None = None, prune: float = 0.0,
+                 runtime: str | None = None, bucket: int | None = None, max_len: int | None = None,
+                 techniques=("ss",)):
+        """topk: tokens per stream at each depth of the draft tree; max_depth: cut the tree;
+        prune: tree-pruning threshold (paper §3.2) on the early-exit probability of a draft token
+        given its parent (0 = off); runtime / bucket / max_len: options of graphs (see compose.py)."""
+        self.techniques = parse_technique("+".join(techniques))
+        self.dtype = resolve_dtype(self.techniques, dtype)
+        self.graphs = "graphs" in self.techniques
+        self.graph_runtime, self.bucket, self.max_len = graph_options(self.techniques, runtime, bucket, max_len)
         self.prune = float(prune)
         if not 0.0 <= self.prune <= 1.0:
             raise ValueError(f"prune is a probability threshold in [0, 1], got {prune}")
+        if self.prune and self.graphs:
+            raise ValueError(f"{'+'.join(self.techniques)}: tree pruning decides on the host how many nodes "
+                             "the top layers see, so its steps have no fixed shape to capture; drop prune or graphs")
         self.topk = parse_topk(topk)
         self.max_depth = None if max_depth is None else int(max_depth)
         if self.max_depth is not None and self.max_depth < 1:
             raise ValueError(f"max_depth must be at least 1, got {max_depth}")
+        self.attention_provider = TREE_KERNEL if "flash2" in self.techniques else "eager"
 
     def prepare(self, checkpoint, device):
         self.device = torch.device(device)
+        check_device(self.techniques, self.graph_runtime, self.device)
         self.model = SpecStreamModel.from_pretrained(checkpoint, device=self.device, dtype=self.dtype).eval()
+        self.model.set_attention(self.attention_provider)
         depth = min(len(self.topk), self.model.gamma, self.max_depth or len(self.topk))
-        self.decoder = self.make_decoder(self.topk[:depth])  # a deeper tree than streams is cut
         self.clock = Clock(self.device)
+        with torch.inference_mode():
+            self.decoder = self.make_decoder(self.topk[:depth])  # a deeper tree than streams is cut
+        if self.graphs:
+            self.runtime = self.graph_runtime
+            self.setup_s = self.decoder.runner.setup_s
 
-    def make_decoder(self, topk: tuple[int, ...]) -> decode.Decoder:
-        return decode.Decoder(self.model, topk, prune=self.prune)
+    def make_decoder(self, topk: tuple[int, ...]):
+        if not self.graphs:
+            return decode.Decoder(self.model, topk, prune=self.prune)
+        from ..spec_stream.static import StaticTreeDecoder
+        from .graphs import GraphRunner
+
+        decoder = StaticTreeDecoder(self.model, topk, self.max_len)
+        decoder.runner = GraphRunner(decoder, self.graph_runtime, self.bucket)
+        return decoder
 
     @torch.inference_mode()
     def generate(self, prompt, max_new_tokens, eos_id):
@@ -52,7 +83,10 @@ class SpecStream(Strategy):
 
     def config(self) -> dict:
         tree = self.decoder.tree
-        return {**super().config(), "gamma": self.model.gamma,
-                "num_stream_layers": self.model.num_stream_layers,
-                "topk": ",".join(map(str, tree.topk)), "tree_size": tree.size,
-                "prune": self.prune}
+        extra = {"techniques": "+".join(self.techniques), "gamma": self.model.gamma,
+                 "num_stream_layers": self.model.num_stream_layers,
+                 "topk": ",".join(map(str, tree.topk)), "tree_size": tree.size, "prune": self.prune,
+                 "setup_s": self.setup_s}
+        if self.graphs:
+            extra["graph_bucket"] = self.bucket
+        return {**super().config(), **extra}
