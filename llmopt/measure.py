@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import data, quality
+from . import data, near_ties, quality
 from .checkpoints import resolve_model_dir
 from .models.gpt_neo import SHAPES
 from .strategies.base import Clock, Generation, Strategy
@@ -149,9 +149,10 @@ def summarize(strategy: Strategy, workload: Workload, passes: list[list[tuple[Ge
         "forward_calls": calls,
         "mean_accepted_tokens": generated / steps,
         "ttft_s": statistics.median(g.ttft_s for g in gens),
-        "step_prepare_s": sum(g.prepare_s for g in gens) / steps,
-        "step_forward_s": sum(g.forward_s for g in gens) / steps,
-        "step_verify_s": sum(g.verify_s for g in gens) / steps,
+        # per-step time over every round (the same steps each round: greedy output is fixed)
+        "step_prepare_s": sum(g.prepare_s for p in passes for g, _ in p) / (steps * len(passes)),
+        "step_forward_s": sum(g.forward_s for p in passes for g, _ in p) / (steps * len(passes)),
+        "step_verify_s": sum(g.verify_s for p in passes for g, _ in p) / (steps * len(passes)),
         "peak_memory_bytes": peak_memory_bytes,
         "output_sha256": output_hash(outputs),
         "match_naive": None if reference is None else sum(a == b for a, b in zip(outputs, reference)) / len(outputs),
@@ -162,6 +163,10 @@ def summarize(strategy: Strategy, workload: Workload, passes: list[list[tuple[Ge
         "samples": texts[:3],
     }
     record.update(speculative_stats(gens))
+    if reference is not None and record["match_naive"] < 1 and workload.checkpoint is not None:
+        found = near_ties.explain(workload.checkpoint, workload.prompts, outputs, reference, strategy.dtype,
+                                  getattr(strategy, "device", "cpu"))
+        record.update(near_ties.summary(found, strategy.dtype))
     return record
 
 

@@ -4,15 +4,18 @@
 # $OUT/job.tgz by the `pack` stage. Data in ./.data, checkpoints in ./.cache.
 #   usage: scripts/campaign.sh STAGE...   stages: tests train sweep fast sizes simulate bench pack
 #   e.g.   setsid nohup scripts/campaign.sh tests train sweep bench > /tmp/job/all.log 2>&1 &
+# env: CAMPAIGN_DATASETS="e2e_nlg spider", CAMPAIGN_TRAIN="ss e2e_nlg,lm spider", CAMPAIGN_TECHNIQUES=a,b,
+#      CAMPAIGN_SAVE=name (saved run), SS_TOPK=2,2,1,1, CAMPAIGN_COMPILE=1 (also torch.compile sizes)
 set -uo pipefail
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True PYTHONUNBUFFERED=1 LLMOPT_DATA_DIR=$PWD/.data LLMOPT_CACHE_DIR=$PWD/.cache PYTHONPATH=$PWD
 JOB=${JOB:-/tmp/job}; mkdir -p "$JOB"
-DATASETS=(e2e_nlg spider dialogsum)
+read -ra DATASETS <<< "${CAMPAIGN_DATASETS:-e2e_nlg spider dialogsum}"  # env: a subset, space-separated
 TREES=(1,1,1,1 2,1,1,1 2,2,1,1 3,2,1 3,2,2,1 3,2,2,1@0.02 3,2,2,1@0.1)
-MATRIX=hf,naive,half,bf16,flash2,graphs,half+graphs,flash2+graphs,best,ss,ss+half,ss+flash2,ss+graphs,ss+half+graphs,ss+flash2+graphs
+MATRIX=${CAMPAIGN_TECHNIQUES:-hf,naive,half,bf16,flash2,graphs,half+graphs,flash2+graphs,best,ss,ss+half,ss+flash2,ss+graphs,ss+half+graphs,ss+flash2+graphs}
 
 ss_options() {  # the tree the sweep chose, if it ran (else the strategy's default)
-  if [ -f "$JOB/chosen_topk" ]; then echo "{\"ss\": {\"topk\": \"$(cat "$JOB/chosen_topk")\"}}"; else echo "{}"; fi
+  if [ -n "${SS_TOPK:-}" ]; then echo "{\"ss\": {\"topk\": \"$SS_TOPK\"}}"
+  elif [ -f "$JOB/chosen_topk" ]; then echo "{\"ss\": {\"topk\": \"$(cat "$JOB/chosen_topk")\"}}"; else echo "{}"; fi
 }
 
 stage() {
@@ -25,7 +28,7 @@ stage() {
     train)  # the SS checkpoints the benchmark uses, plus Spider's lm twin (quality comparison)
       # concurrently; a run that fails (e.g. out of memory) is run again alone, resuming from its
       # last periodic save
-      jobs=("ss e2e_nlg" "ss spider" "ss dialogsum" "lm spider")
+      IFS=, read -ra jobs <<< "${CAMPAIGN_TRAIN:-ss e2e_nlg,ss spider,ss dialogsum,lm spider}"
       for j in "${jobs[@]}"; do set -- $j
         python3 -m llmopt train --dataset "$2" --objective "$1" --samples 64 > "$JOB/train_$1_$2.log" 2>&1 &
       done
@@ -35,12 +38,10 @@ stage() {
         echo "again, alone: $j"; tail -3 "$JOB/train_$1_$2.log"
         python3 -m llmopt train --dataset "$2" --objective "$1" --samples 64 >> "$JOB/train_$1_$2.log" 2>&1
       done
-      for d in "${DATASETS[@]}"; do
-        cp "$(ls -td .cache/checkpoints/$d-125m-ss-*/ | head -1)llmopt.json" "$JOB/train_ss_$d.json"
-        grep -E "on [0-9]+ evaluation prompts|output|reference" "$JOB/train_ss_$d.log" | head -8
-      done
-      cp "$(ls -td .cache/checkpoints/spider-125m-lm-*/ | head -1)llmopt.json" "$JOB/train_lm_spider.json"
-      grep -E "on [0-9]+ evaluation prompts|output|reference" "$JOB/train_lm_spider.log" | head -8 ;;
+      for j in "${jobs[@]}"; do set -- $j
+        cp "$(ls -td .cache/checkpoints/$2-125m-$1-*/ | head -1)llmopt.json" "$JOB/train_$1_$2.json"
+        grep -E "on [0-9]+ evaluation prompts|output|reference" "$JOB/train_$1_$2.log" | head -8
+      done ;;
     sweep)  # tree shapes per dataset (eager ss against naive), pruning on and off on the widest tree
       for d in "${DATASETS[@]}"; do
         python3 scripts/ss_sweep.py --datasets "$d" --rounds 1 --out "$JOB/sweep_$d.json" --topk "${TREES[@]}" 2>&1 | grep -v Warning
@@ -54,24 +55,25 @@ for f in job.glob("sweep_*.json"):
     for r in json.loads(f.read_text()):
         if r.get("technique") == "ss" and not r["config"]["prune"]:
             speed.setdefault(r["config"]["topk"], []).append(r["speedup_over_naive"])
-best = max((k for k in speed if len(speed[k]) == 3), key=lambda k: math.prod(speed[k]))
+n = max(len(v) for v in speed.values())
+best = max((k for k in speed if len(speed[k]) == n), key=lambda k: math.prod(speed[k]))
 print("geometric-mean speed-up per tree:", {k: round(math.prod(v) ** (1 / len(v)), 3) for k, v in speed.items()})
 print("chosen topk:", best)
 (job / "chosen_topk").write_text(best)
 EOF
       ;;
     fast)
-      python3 scripts/check_fastpaths.py --json "$JOB/fastpaths.json" 2>&1 | grep -v Warning ;;
+      python3 scripts/check_fastpaths.py --skip-compile --json "$JOB/fastpaths.json" 2>&1 | grep -v Warning ;;
     sizes)
       python3 scripts/size_sweep.py --out "$JOB/sizes.json" 2>&1 | grep -v Warning
-      python3 scripts/size_sweep.py --out "$JOB/sizes_compile.json" --shapes 1.3b,2.7b --techniques half+graphs \
-        --runtime torch.compile 2>&1 | grep -v Warning ;;
+      [ -n "${CAMPAIGN_COMPILE:-}" ] && python3 scripts/size_sweep.py --out "$JOB/sizes_compile.json" --shapes 1.3b,2.7b \
+        --techniques half+graphs --runtime torch.compile 2>&1 | grep -v Warning ;;
     simulate)
       python3 scripts/ss_simulate.py --out "$JOB/simulated.json" --rounds 1 2>&1 | grep -v Warning ;;
     bench)
-      python3 -m pytest bench -q -p no:cacheprovider --techniques "$MATRIX" --strategy-options "$(ss_options)" \
-        --benchmark-save=matrix --benchmark-columns=median,rounds 2>&1 | tail -70
-      cp .benchmarks/*/*/*_matrix.json "$JOB/" ;;
+      python3 -m pytest bench -q -p no:cacheprovider --datasets "$(IFS=,; echo "${DATASETS[*]}")" --techniques "$MATRIX" --strategy-options "$(ss_options)" \
+        --benchmark-save="${CAMPAIGN_SAVE:-matrix}" --benchmark-columns=median,rounds 2>&1 | tail -70
+      cp .benchmarks/*/*/*_"${CAMPAIGN_SAVE:-matrix}".json "$JOB/" ;;
     pack)
       tar czf "${OUT:-/tmp}/job.tgz" -C "$(dirname "$JOB")" "$(basename "$JOB")"; ls -la "${OUT:-/tmp}" ;;
     *) echo "unknown stage $1" >&2; return 2 ;;

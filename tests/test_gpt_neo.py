@@ -92,3 +92,18 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "gpt_neo"}')
     with pytest.raises(FileNotFoundError, match="no model.safetensors"):
         GPTNeo.from_pretrained(tmp_path)
+
+
+def test_fused_qkv_projection_gives_the_same_logits():
+    from llmopt.models.gpt_neo import GPTNeo, make_config
+
+    model = GPTNeo.random(make_config("tiny", vocab_size=50), seed=3, dtype=torch.float64)
+    ids = torch.randint(0, 50, (1, 20), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        before = model(ids)
+        memory = sum(p.numel() for p in model.parameters())
+        model.fuse_qkv()
+        torch.testing.assert_close(model(ids), before, rtol=0, atol=1e-12)
+    assert sum(p.numel() for p in model.parameters()) == memory
+    attn = model.transformer.h[0].attn
+    assert attn.q_proj.weight.data_ptr() == attn.qkv.data_ptr()  # views of the fused weight

@@ -102,12 +102,30 @@ class SelfAttention(nn.Module):
         self.v_proj = nn.Linear(d, d, bias=False)
         self.out_proj = nn.Linear(d, d, bias=True)
 
+        self.qkv: torch.Tensor | None = None  # set by fuse_qkv (inference)
+
     def split(self, x):
         b, t, d = x.shape
         return x.view(b, t, self.num_heads, d // self.num_heads).transpose(1, 2)
 
+    def fuse_qkv(self) -> None:
+        """One projection for queries, keys and values (one kernel instead of three: batch-1 decode is
+        launch-bound); the three weights become views of the fused one, so no memory is added."""
+        with torch.no_grad():
+            fused = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        for i, proj in enumerate((self.q_proj, self.k_proj, self.v_proj)):
+            d = proj.weight.shape[0]
+            proj.weight = nn.Parameter(fused[i * d: (i + 1) * d], requires_grad=False)
+        self.qkv = fused
+
+    def project(self, x):
+        """Queries, keys and values of x, each [batch, heads, seq, head_dim]."""
+        if self.qkv is None:
+            return self.split(self.q_proj(x)), self.split(self.k_proj(x)), self.split(self.v_proj(x))
+        return tuple(self.split(part) for part in F.linear(x, self.qkv).chunk(3, dim=-1))
+
     def forward(self, x, mask, attend, cache: KVCache | None = None, layer: int = 0):
-        q, k, v = self.split(self.q_proj(x)), self.split(self.k_proj(x)), self.split(self.v_proj(x))
+        q, k, v = self.project(x)
         if cache is not None:
             k, v = cache.append(layer, k, v)
         y = attend(q, k, v, mask)
@@ -162,6 +180,12 @@ class GPTNeo(nn.Module):
         causal = torch.ones(n, n, dtype=torch.bool).tril()
         self.register_buffer("causal_mask", causal, persistent=False)
         self.register_buffer("local_mask", causal & ~causal.tril(-self.window), persistent=False)
+
+    def fuse_qkv(self) -> "GPTNeo":
+        """SelfAttention.fuse_qkv in every block (inference only: the fused weight is no parameter)."""
+        for block in self.transformer.h:
+            block.attn.fuse_qkv()
+        return self
 
     def set_attention(self, name: str) -> None:
         if name not in ATTENTION:

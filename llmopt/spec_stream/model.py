@@ -146,7 +146,7 @@ class SpecStreamModel(nn.Module):
         block = self.base.transformer.h[i]
         attn = block.attn
         a = block.ln_1(h)
-        q, k, v = attn.split(attn.q_proj(a)), attn.split(attn.k_proj(a)), attn.split(attn.v_proj(a))
+        q, k, v = attn.project(a)
         if cache is not None:  # keys [cache | main | streams]; streams are never cached
             k, v = cache.append_transient(i, k, v, main_keys)
         y = self.base.attend(q, k, v, masks[block.attention_type])

@@ -18,6 +18,9 @@ from ..spec_stream.model import SpecStreamModel
 from .base import Clock, Strategy, register
 from .compose import check_device, graph_options, parse_technique, resolve_dtype
 
+# the tree with the best geometric-mean speed-up over naive in the sweep (scripts/ss_sweep.py, NVIDIA
+# H100, 2026-11-26: E2E 1.78x / 2.79 accepted per step, Spider 1.43x / 2.17; docs/results/spec_stream)
+DEFAULT_TOPK = "2,2,1,1"
 TREE_KERNEL = "sdpa_efficient"  # ss+flash2: the fused attention kernel that takes a tree mask
 
 
@@ -32,7 +35,7 @@ def parse_topk(topk) -> tuple[int, ...]:
 class SpecStream(Strategy):
     objective = "ss"  # needs a checkpoint fine-tuned with the multi-stream loss
 
-    def __init__(self, dtype=None, topk="1,1,1,1", max_depth: int | None = None, prune: float = 0.0,
+    def __init__(self, dtype=None, topk=DEFAULT_TOPK, max_depth: int | None = None, prune: float = 0.0,
                  runtime: str | None = None, bucket: int | None = None, max_len: int | None = None,
                  techniques=("ss",)):
         """topk: tokens per stream at each depth of the draft tree; max_depth: cut the tree;
@@ -73,6 +76,7 @@ class SpecStream(Strategy):
         from ..spec_stream.static import StaticTreeDecoder
         from .graphs import GraphRunner
 
+        self.model.base.fuse_qkv()
         decoder = StaticTreeDecoder(self.model, topk, self.max_len)
         decoder.runner = GraphRunner(decoder, self.graph_runtime, self.bucket)
         return decoder
