@@ -16,11 +16,14 @@ from .report import DATASET_TITLES, datasets, techniques
 STEP_PARTS = (("step_prepare_s", "prepare (tree, masks)", "#f2a541"),
               ("step_forward_s", "forward", "#3d6fb6"),
               ("step_verify_s", "verify + commit", "#c8553d"))
-COLORS = ("#3d6fb6", "#c8553d", "#4c9f70", "#8e6bbf", "#f2a541", "#5b5b5b", "#d17fb0", "#2aa3a3")
+# matplotlib's tab20, dark shades first: up to 20 techniques without a repeated colour
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+          "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
+          "#dbdb8d", "#9edae5")
 
 
-def _figure(n: int) -> Figure:
-    fig = Figure(figsize=(4.2 * n + 0.6, 4.6), layout="constrained")
+def _figure(n: int, panel_width: float = 5.2) -> Figure:
+    fig = Figure(figsize=(panel_width * n + 0.6, 5.2), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -67,14 +70,15 @@ def acceptance_plot(run: Run, path: str | Path) -> Path:
                ylabel="tokens/s", title=DATASET_TITLES.get(dataset, dataset or "no cells"))
         ax.grid(alpha=0.3)
     _legend(fig, axes)
-    fig.suptitle(f"{run.gpu}: tokens/s against acceptance ratio (batch 1, greedy)")
+    fig.suptitle(f"{run.gpu}: tokens/s against acceptance ratio\n(batch 1, greedy)")
     return _save(fig, Path(path))
 
 
 def step_time_plot(run: Run, path: str | Path) -> Path:
     """Per dataset, one stacked bar per technique: mean time per target forward step, in ms."""
     names = datasets([run]) or [None]
-    fig = _figure(len(names))
+    bars = max((sum(1 for d, _ in run.cells if d == name) for name in names), default=1)
+    fig = _figure(len(names), max(5.2, 0.42 * bars + 1.0))
     axes = fig.subplots(1, len(names), squeeze=False, sharey=True)[0]
     top = 0.0
     for ax, dataset in zip(axes, names):
@@ -87,13 +91,13 @@ def step_time_plot(run: Run, path: str | Path) -> Path:
             bottom = [b + m for b, m in zip(bottom, ms)]
         for i, total in enumerate(bottom):
             ax.annotate(f"{total:.2f}", (i, total), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=8)
-        ax.set_xticks(list(x), [r["technique"] for r in cells])
+        ax.set_xticks(list(x), [r["technique"] for r in cells], rotation=50, ha="right", rotation_mode="anchor")
         ax.set(xlabel="technique", title=DATASET_TITLES.get(dataset, dataset or "no cells"))
         ax.grid(axis="y", alpha=0.3)
         top = max([top, *bottom])
     axes[0].set(ylabel="ms per step (one target forward)", ylim=(0, 1.12 * top or 1))
     _legend(fig, axes)
-    fig.suptitle(f"{run.gpu}: time per decoding step (batch 1, greedy)")
+    fig.suptitle(f"{run.gpu}: time per decoding step (batch 1, greedy; one step = one target forward)")
     return _save(fig, Path(path))
 
 
@@ -104,5 +108,6 @@ def _legend(fig: Figure, axes) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
     if entries:
-        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncol=min(len(entries), 6),
-                   frameon=False)
+        width = fig.get_figwidth()
+        fig.legend(entries.values(), entries.keys(), loc="outside lower center", frameon=False,
+                   ncol=max(1, min(len(entries), int(width / 2.6))))
