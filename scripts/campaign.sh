@@ -5,7 +5,8 @@
 #   usage: scripts/campaign.sh STAGE...   stages: tests train sweep fast sizes simulate bench pack
 #   e.g.   setsid nohup scripts/campaign.sh tests train sweep bench > /tmp/job/all.log 2>&1 &
 # env: CAMPAIGN_DATASETS="e2e_nlg spider", CAMPAIGN_TRAIN="ss e2e_nlg,lm spider", CAMPAIGN_TECHNIQUES=a,b,
-#      CAMPAIGN_SAVE=name (saved run), SS_TOPK=2,2,1,1, CAMPAIGN_COMPILE=1 (also torch.compile sizes)
+#      CAMPAIGN_SAVE=name (saved run), SS_TOPK=2,2,1,1, CAMPAIGN_COMPILE=1 (also torch.compile sizes),
+#      CAMPAIGN_TRAIN_PARALLEL=N (trainings at a time, default 1)
 set -uo pipefail
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True PYTHONUNBUFFERED=1 LLMOPT_DATA_DIR=$PWD/.data LLMOPT_CACHE_DIR=$PWD/.cache PYTHONPATH=$PWD
 JOB=${JOB:-/tmp/job}; mkdir -p "$JOB"
@@ -26,10 +27,11 @@ stage() {
       python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"
       python3 -m pytest tests/test_fastpaths.py tests/test_spec_stream.py -q -p no:cacheprovider -rs 2>&1 | tail -15 ;;
     train)  # the SS checkpoints the benchmark uses, plus Spider's lm twin (quality comparison)
-      # concurrently; a run that fails (e.g. out of memory) is run again alone, resuming from its
-      # last periodic save
+      # CAMPAIGN_TRAIN_PARALLEL at a time (default 1: on an 80 GB H100 four together ran out of
+      # memory); a run that fails is run again alone, resuming from its last periodic save
       IFS=, read -ra jobs <<< "${CAMPAIGN_TRAIN:-ss e2e_nlg,ss spider,ss dialogsum,lm spider}"
       for j in "${jobs[@]}"; do set -- $j
+        while [ "$(jobs -rp | wc -l)" -ge "${CAMPAIGN_TRAIN_PARALLEL:-1}" ]; do wait -n; done
         python3 -m llmopt train --dataset "$2" --objective "$1" --samples 64 > "$JOB/train_$1_$2.log" 2>&1 &
       done
       wait
