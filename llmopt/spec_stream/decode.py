@@ -55,8 +55,19 @@ class Loop:
     run(state, inputs) -> outputs; finish(state, inputs, outputs) -> (emitted tokens, accepted
     draft tokens, the tree nodes verified or None for all of them)."""
 
-    tree: DraftTree
-    limit: int  # the model's positions
+    def __init__(self, model: SpecStreamModel, topk: Sequence[int]):
+        """What every decoder derives from the model and the tree shape, once."""
+        if len(topk) > model.gamma:
+            raise ValueError(f"a tree of depth {len(topk)} needs {len(topk)} streams; the model has {model.gamma}")
+        base = model.base
+        self.model = model
+        self.device = base.lm_head.weight.device
+        self.tree = tree = DraftTree(topk, self.device)
+        self.limit = base.config.max_position_embeddings  # the model's positions
+        self.split = len(base.transformer.h) - model.num_stream_layers
+        # a step's own mask columns (tree nodes, then their streams) never change, nor each row's depth
+        self.tree_masks = model.stream_masks(base.masks(0, tree.depths, tree.ancestors), 0, tree.size)
+        self.row_depths = torch.cat([tree.depths, tree.depths.repeat_interleave(model.gamma)])
 
     def generate(self, prompt: list[int], max_new_tokens: int, eos_id: int | None, clock: Clock) -> Generation:
         """Greedy decoding; stops at EOS (kept) or max_new_tokens, truncating a step's tokens there."""
@@ -128,28 +139,20 @@ class Decoder(Loop):
     def __init__(self, model: SpecStreamModel, topk: Sequence[int], prune: float = 0.0):
         """`prune`: tree-pruning threshold on the early-exit probability of a node's token given
         its parent (0 = off: every node of the tree reaches the MSA layers)."""
-        if len(topk) > model.gamma:
-            raise ValueError(f"a tree of depth {len(topk)} needs {len(topk)} streams; the model has {model.gamma}")
+        super().__init__(model, topk)
         prune = float(prune)
         if not 0.0 <= prune <= 1.0:
             raise ValueError(f"the pruning threshold is a probability in [0, 1], got {prune}")
-        self.model = model
         self.prune = prune
-        self.split = len(model.base.transformer.h) - model.num_stream_layers
-        self.device = model.base.lm_head.weight.device
-        self.tree = tree = DraftTree(topk, self.device)
-        base = model.base
-        self.limit = base.config.max_position_embeddings
-        # A step's masks are [cache part | new part]. The new part (tree nodes and their streams)
-        # never changes. The cache part depends on the cache length only through the local
-        # window: right-aligned against the new part, column c of the constant holds the cache
-        # entry `limit - c` positions before the root, so a step's masks are a slice (no copy).
-        new_part = model.stream_masks(base.masks(0, tree.depths, tree.ancestors), 0, tree.size)
-        row_depths = torch.cat([tree.depths, tree.depths.repeat_interleave(model.gamma)])
+        # A step's masks are [cache part | tree part]. The cache part depends on the cache length
+        # only through the local window: right-aligned against the tree part, column c of the
+        # constant holds the cache entry `limit - c` positions before the root, so a step's masks
+        # are a slice (no copy).
+        rows = len(self.row_depths)
         back = torch.arange(self.limit, 0, -1, device=self.device)
-        cache_part = {"global": torch.ones(len(row_depths), self.limit, dtype=torch.bool, device=self.device),
-                      "local": row_depths[:, None] + back[None, :] < base.window}
-        self.masks = {kind: torch.cat([cache_part[kind], new], dim=1) for kind, new in new_part.items()}
+        cache_part = {"global": torch.ones(rows, self.limit, dtype=torch.bool, device=self.device),
+                      "local": self.row_depths[:, None] + back[None, :] < model.base.window}
+        self.masks = {kind: torch.cat([cache_part[kind], new], dim=1) for kind, new in self.tree_masks.items()}
 
     def step_masks(self, past: int) -> dict:
         return {kind: m[:, self.limit - past:] for kind, m in self.masks.items()}

@@ -19,7 +19,6 @@ import torch
 from ..models.static_cache import StaticKVCache
 from .decode import Loop, prefill
 from .model import SpecStreamModel
-from .tree import DraftTree
 
 MASKED_KERNELS = ("eager", "sdpa", "sdpa_efficient")  # tree masks are arbitrary: no flash kernel takes one
 
@@ -33,33 +32,24 @@ class StaticTreeDecoder(Loop):
         if base.attention not in MASKED_KERNELS:
             raise ValueError(f"the tree step needs an attention kernel that takes a mask "
                              f"({', '.join(MASKED_KERNELS)}), not {base.attention!r}")
-        weight = base.lm_head.weight
-        device = weight.device
-        self.model, self.base = model, base
-        self.tree = tree = DraftTree(topk, device)
-        if tree.depth > model.gamma:
-            raise ValueError(f"a tree of depth {tree.depth} needs {tree.depth} streams; the model has {model.gamma}")
-        self.limit = base.config.max_position_embeddings
-        self.split = len(base.transformer.h) - model.num_stream_layers
-        size, gamma = tree.size, model.gamma
-        self.rows = rows = size * (1 + gamma)  # rows an MSA layer writes: tree nodes, then their streams
+        super().__init__(model, topk)
+        tree, device, weight = self.tree, self.device, base.lm_head.weight
+        self.base = base
+        self.rows = rows = len(self.row_depths)  # rows an MSA layer writes: tree nodes, then their streams
         # room for the last step's rows past the last position
         self.cache = StaticKVCache(base, (max_len or self.limit) + rows)
         self.slots = torch.arange(self.cache.max_len, device=device)
         self.offsets = self.slots[:rows]
-        # The step's own columns (tree nodes and streams) never change; an extra all-hidden column
-        # stands for every slot outside them.
-        new = model.stream_masks(base.masks(0, tree.depths, tree.ancestors), 0, size)
+        # the step's own columns, plus an all-hidden one that stands for every slot outside them
         hidden = torch.zeros(rows, 1, dtype=torch.bool, device=device)
-        self.new_part = {kind: torch.cat([m, hidden], dim=1) for kind, m in new.items()}
-        self.row_depths = torch.cat([tree.depths, tree.depths.repeat_interleave(gamma)])[:, None]
+        self.new_part = {kind: torch.cat([m, hidden], dim=1) for kind, m in self.tree_masks.items()}
         # the nodes of each path, padded to depth + 1 with its last node: the extra moves land in
         # slots past the new pos, which the next step overwrites
         self.paths = torch.tensor([p + p[-1:] * (tree.depth + 1 - len(p)) for p in tree.paths], device=device)
         # state carried between steps, at fixed addresses
         self.root = torch.zeros(1, dtype=torch.long, device=device)
-        self.stream_logits = torch.zeros(gamma, base.config.vocab_size, dtype=weight.dtype, device=device)
-        self.verdict = torch.zeros(1 + size, dtype=torch.long, device=device)
+        self.stream_logits = torch.zeros(model.gamma, base.config.vocab_size, dtype=weight.dtype, device=device)
+        self.verdict = torch.zeros(1 + tree.size, dtype=torch.long, device=device)
         self.runner = None
 
     def static_tensors(self) -> list[torch.Tensor]:
@@ -74,7 +64,7 @@ class StaticTreeDecoder(Loop):
         offset = slots - pos
         column = torch.where((offset >= 0) & (offset < rows), offset, rows)
         committed = (slots < pos)[None, :]
-        window = committed & (pos + self.row_depths - slots[None, :] < self.base.window)
+        window = committed & (pos + self.row_depths[:, None] - slots[None, :] < self.base.window)
         return {kind: (window if kind == "local" else committed) | new.index_select(1, column)
                 for kind, new in self.new_part.items()}
 
