@@ -119,30 +119,11 @@ def plain_outputs(workloads, options):
 def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info["gpu_name"] = torch.cuda.get_device_name(0) if GPU else None
     machine_info["gpu_count"] = torch.cuda.device_count()
-    machine_info["driver_version"] = _driver_version()
+    machine_info["driver_version"] = measure.driver_version()
     machine_info["cuda_version"] = torch.version.cuda
     machine_info["torch_version"] = torch.__version__
     machine_info["transformers_version"] = transformers.__version__
     machine_info["python_version"] = platform.python_version()
-
-
-def _driver_version() -> str | None:
-    if not GPU:
-        return None
-    try:
-        import pynvml  # shipped with torch's CUDA builds as nvidia-ml-py, when present
-
-        pynvml.nvmlInit()
-        return pynvml.nvmlSystemGetDriverVersion()
-    except Exception:
-        import subprocess
-
-        try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=10)
-            return out.stdout.strip().splitlines()[0] if out.returncode == 0 else None
-        except (OSError, IndexError, subprocess.SubprocessError):
-            return None
 
 
 # The regression gate (--gate-baseline): llmopt.compare.gate of this run against a saved run.

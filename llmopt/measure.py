@@ -103,6 +103,26 @@ def run_pass(strategy: Strategy, workload: Workload, prompts: list[list[int]] | 
     return results
 
 
+def driver_version() -> str | None:
+    """The NVIDIA driver's version (NVML, else nvidia-smi), or None without a GPU or either tool."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        import pynvml  # shipped with torch's CUDA builds as nvidia-ml-py, when present
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlSystemGetDriverVersion()
+    except Exception:
+        import subprocess
+
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10)
+            return out.stdout.strip().splitlines()[0] if out.returncode == 0 else None
+        except (OSError, IndexError, subprocess.SubprocessError):
+            return None
+
+
 def reset_peak_memory(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

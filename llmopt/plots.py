@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -17,9 +18,7 @@ STEP_PARTS = (("step_prepare_s", "prepare (tree, masks)", "#f2a541"),
               ("step_forward_s", "forward", "#3d6fb6"),
               ("step_verify_s", "verify + commit", "#c8553d"))
 # matplotlib's tab20, dark shades first: up to 20 techniques without a repeated colour
-COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-          "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7",
-          "#dbdb8d", "#9edae5")
+COLORS = colormaps["tab20"].colors[0::2] + colormaps["tab20"].colors[1::2]
 
 
 def _figure(n: int, panel_width: float = 5.2) -> Figure:

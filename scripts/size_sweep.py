@@ -32,7 +32,6 @@ import datetime
 import gc
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,8 +41,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmopt.measure import peak_memory, reset_peak_memory  # noqa: E402
+from llmopt.measure import driver_version, peak_memory, reset_peak_memory  # noqa: E402
 from llmopt.models.gpt_neo import GPTNeo, make_config, param_bytes  # noqa: E402
+from llmopt.near_ties import first_divergence  # noqa: E402
 from llmopt.strategies import get_strategy  # noqa: E402
 from llmopt.strategies.base import Clock  # noqa: E402
 from llmopt.strategies.compose import parse_technique  # noqa: E402
@@ -84,14 +84,7 @@ def header(device: torch.device, bandwidth: float, args) -> dict:
     import transformers
 
     cuda = device.type == "cuda"
-    driver = None
-    try:  # nvidia-smi may be absent (CPU runs, minimal containers)
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             check=False, capture_output=True, text=True, timeout=20)
-        driver = smi.stdout.strip().splitlines()[0]
-    except (OSError, IndexError, subprocess.SubprocessError):
-        pass
-    return {"gpu": torch.cuda.get_device_name(device) if cuda else None, "driver": driver,
+    return {"gpu": torch.cuda.get_device_name(device) if cuda else None, "driver": driver_version() if cuda else None,
             "cuda": torch.version.cuda, "torch": torch.__version__, "transformers": transformers.__version__,
             "device": str(device), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "bandwidth_bytes_per_s": bandwidth, "bandwidth_gb_per_s": bandwidth / 1e9,
@@ -153,8 +146,7 @@ def match_plain(tokens, plain: dict, dtype, ckpt: Path, prompt, args, device) ->
     finally:
         free(device)
     ref = plain[dtype]
-    mismatch = next((i for i, (a, b) in enumerate(zip(tokens, ref)) if a != b),
-                    None if len(tokens) == len(ref) else min(len(tokens), len(ref)))
+    mismatch = first_divergence(tokens, ref)
     return {"match": mismatch is None, "first_mismatch": mismatch}
 
 
