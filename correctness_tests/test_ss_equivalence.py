@@ -39,35 +39,39 @@ def cases(draw):
     )
 
 
-@settings(max_examples=300, derandomize=True, deadline=None)
-@given(cases())
-def test_ss_decoding_equals_greedy(case):
+def model_of(case) -> SpecStreamModel:
     model = SpecStreamModel.random(case["config"], case["gamma"], case["num_stream_layers"], seed=case["seed"],
                                    dtype=torch.float64)
     model.set_attention(case["attention"])
+    return model
+
+
+def assert_decodes_like_greedy(model, decoder, case) -> None:
+    """`decoder` emits plain greedy decoding's tokens, in fewer forward calls (one per step)."""
     prompt, max_new, eos = case["prompt"], case["max_new_tokens"], case["eos_id"]
-    with torch.inference_mode():
-        ids = torch.tensor([prompt])
-        torch.testing.assert_close(model(ids)[0], model.base(ids), rtol=0, atol=1e-10)
-        out = Decoder(model, case["topk"], prune=case["prune"]).generate(prompt, max_new, eos, CLOCK)
-        expected = greedy(model.base, prompt, max_new, eos, CLOCK)
+    out = decoder.generate(prompt, max_new, eos, CLOCK)
+    expected = greedy(model.base, prompt, max_new, eos, CLOCK)
     assert out.tokens == expected.tokens
     assert out.forward_calls == 1 + len(out.stats["accepted_per_step"]) <= expected.forward_calls
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(cases())
+@torch.inference_mode()
+def test_ss_decoding_equals_greedy(case):
+    model = model_of(case)
+    ids = torch.tensor([case["prompt"]])
+    torch.testing.assert_close(model(ids)[0], model.base(ids), rtol=0, atol=1e-10)
+    assert_decodes_like_greedy(model, Decoder(model, case["topk"], prune=case["prune"]), case)
 
 
 @settings(max_examples=150, derandomize=True, deadline=None)
 @given(cases(), st.integers(1, 64))
+@torch.inference_mode()
 def test_static_tree_step_equals_greedy(case, bucket):
     """The static-shape step that ss+graphs captures (run uncaptured on CPU, through the bucketed
     runner) emits plain greedy decoding's tokens."""
-    model = SpecStreamModel.random(case["config"], case["gamma"], case["num_stream_layers"], seed=case["seed"],
-                                   dtype=torch.float64)
-    model.set_attention(case["attention"])
-    prompt, max_new, eos = case["prompt"], case["max_new_tokens"], case["eos_id"]
-    with torch.inference_mode():
-        decoder = StaticTreeDecoder(model, case["topk"])
-        decoder.runner = GraphRunner(decoder, "static", bucket)
-        out = decoder.generate(prompt, max_new, eos, CLOCK)
-        expected = greedy(model.base, prompt, max_new, eos, CLOCK)
-    assert out.tokens == expected.tokens
-    assert out.forward_calls == 1 + len(out.stats["accepted_per_step"]) <= expected.forward_calls
+    model = model_of(case)
+    decoder = StaticTreeDecoder(model, case["topk"])
+    decoder.runner = GraphRunner(decoder, "static", bucket)
+    assert_decodes_like_greedy(model, decoder, case)

@@ -5,7 +5,6 @@ flash backend runs float64 on CPU) are token-identical to plain greedy decoding 
 configs and prompts longer than the window; impossible combinations fail before any work.
 On CUDA (skipped elsewhere): captured graphs, torch.compile and flash2 themselves."""
 
-import random
 
 import pytest
 import torch
@@ -19,6 +18,8 @@ from llmopt.strategies import STRATEGIES, get_strategy, known_technique, techniq
 from llmopt.strategies.base import Clock, validate_technique
 from llmopt.strategies.graphs import GraphRunner
 from llmopt.strategies.naive import greedy
+
+from helpers import random_prompts, save_tiny_checkpoint
 
 CUDA = torch.cuda.is_available()
 VOCAB = 53
@@ -175,17 +176,12 @@ def test_flash_attention_refuses_mask_tensors():
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny")
-    model = GPTNeo.random(make_config("tiny", vocab_size=VOCAB, window_size=8, max_position_embeddings=128), seed=0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(p.numel()))
-    model.save_pretrained(path)
+    save_tiny_checkpoint(path, VOCAB, window_size=8, max_position_embeddings=128)
     return path
 
 
 def prompts(n=6, seed=0):
-    rng = random.Random(seed)
-    return [[rng.randrange(VOCAB) for _ in range(rng.randrange(1, 40))] for _ in range(n)]
+    return random_prompts(n, VOCAB, 40, seed)
 
 
 def run(name, checkpoint, device="cpu", max_new=40, eos=None, **options):

@@ -14,6 +14,8 @@ from llmopt.strategies import get_strategy
 from llmopt.strategies.base import Clock
 from llmopt.strategies.naive import greedy
 
+from helpers import perfect_stream_logits
+
 CLOCK = Clock("cpu")
 
 
@@ -194,15 +196,6 @@ def test_high_threshold_cuts_the_rows_of_the_msa_layers():
 
 
 # ---------------------------------------------------------------- the per-layer KV commit
-
-def perfect_stream_logits(continuation, vocab, rank):
-    """Stream logits whose rank-`rank` tokens are the true greedy continuation (a test hook)."""
-    logits = torch.zeros(len(continuation), vocab, dtype=torch.float64)
-    for j, token in enumerate(continuation):
-        logits[j, token] = 2.0 - rank
-        logits[j, (token + 1) % vocab] = 1.0 + rank  # a wrong token above it when rank = 1
-    return logits
-
 
 @pytest.mark.parametrize("num_stream_layers", [1, 2, 3])  # 3 of 3: no bottom layers
 @pytest.mark.parametrize("rank", [0, 1])  # 0: along the top-1 chain (slice); 1: a side branch (gather)

@@ -11,6 +11,8 @@ from llmopt.strategies.base import Clock
 from llmopt.strategies.naive import greedy
 from llmopt.train import IGNORE, lm_loss
 
+from helpers import perfect_stream_logits
+
 CLOCK = Clock("cpu")
 
 
@@ -150,15 +152,6 @@ def test_streams_of_a_full_sequence_equal_incremental_streams():
 
 
 # ---------------------------------------------------------------- decoding
-
-def perfect_stream_logits(continuation, vocab, rank):
-    """Stream logits whose rank-`rank` tokens are the true greedy continuation (a test hook)."""
-    logits = torch.zeros(len(continuation), vocab, dtype=torch.float64)
-    for j, token in enumerate(continuation):
-        logits[j, token] = 2.0 - rank
-        logits[j, (token + 1) % vocab] = 1.0 + rank  # a wrong token above it when rank = 1
-    return logits
-
 
 @pytest.mark.parametrize("rank", [0, 1])  # 0: along the top-1 chain (slice); 1: a side branch (gather)
 def test_step_commits_the_cache_plain_decoding_builds(rank):

@@ -1,32 +1,24 @@
 """The strategies on CPU: token-identical to transformers, exact stops, clear errors."""
 
-import random
-
 import pytest
-import torch
 
-from llmopt.models.gpt_neo import GPTNeo, make_config
 from llmopt.strategies import STRATEGIES, get_strategy
 from llmopt.strategies.base import parse_dtype
+
+from helpers import random_prompts, save_tiny_checkpoint
 
 VOCAB = 61
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """A random tiny GPT-Neo with weights large enough to give varied (non-repeating) output."""
     path = tmp_path_factory.mktemp("tiny")
-    model = GPTNeo.random(make_config("tiny", vocab_size=VOCAB, window_size=8), seed=0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3, generator=torch.Generator().manual_seed(p.numel()))
-    model.save_pretrained(path)
+    save_tiny_checkpoint(path, VOCAB, window_size=8)
     return path
 
 
 def prompts(n=8, seed=0):
-    rng = random.Random(seed)
-    return [[rng.randrange(VOCAB) for _ in range(rng.randrange(1, 30))] for _ in range(n)]
+    return random_prompts(n, VOCAB, 30, seed)
 
 
 def run(name, checkpoint, max_new=40, eos=None, **options):
