@@ -185,7 +185,7 @@ def summarize(strategy: Strategy, workload: Workload, passes: list[list[tuple[Ge
     record.update(speculative_stats(gens))
     if reference is not None and record["match_naive"] < 1 and workload.checkpoint is not None:
         found = near_ties.explain(workload.checkpoint, workload.prompts, outputs, reference, strategy.dtype,
-                                  getattr(strategy, "device", "cpu"))
+                                  strategy.device)
         record.update(near_ties.summary(found, strategy.dtype))
     return record
 
