@@ -165,7 +165,7 @@ def test_step_commits_the_cache_plain_decoding_builds(rank):
     for _ in range(2):
         state.stream_logits = perfect_stream_logits(truth[len(emitted): len(emitted) + 3], 40, rank)
         ids, positions, masks = dec.step_inputs(state)
-        main, streams = model(ids[None], state.cache, positions, masks=masks)
+        main, streams = dec.forward(state, ids, positions, masks)
         new, accepted = dec.verify(state, ids, main, streams)
         assert accepted == 3 and new == truth[len(emitted): len(emitted) + 4]
         emitted += new

@@ -79,17 +79,24 @@ class KVCache:
     def keep(self, length: int, extra: torch.Tensor | None = None) -> None:
         """Keep the first `length` positions, then the positions `extra` (in that order), in every
         layer: how a speculative step commits its accepted tokens and drops the rest."""
+        index = None if extra is None else self.kept_index(length, extra)
         for layer in range(len(self.keys)):
-            self.keep_layer(layer, length, extra)
+            self.keep_layer(layer, length, extra, index)
 
-    def keep_layer(self, layer: int, length: int, extra: torch.Tensor | None = None) -> None:
-        """`keep` for one layer (layers may hold different positions, e.g. after tree pruning)."""
+    @staticmethod
+    def kept_index(length: int, extra: torch.Tensor) -> torch.Tensor:
+        return torch.cat([torch.arange(length, device=extra.device), extra])
+
+    def keep_layer(self, layer: int, length: int, extra: torch.Tensor | None = None,
+                   index: torch.Tensor | None = None) -> None:
+        """`keep` for one layer (layers may hold different positions, e.g. after tree pruning);
+        `index`: kept_index(length, extra), if the caller has it already."""
         k, v = self.keys[layer], self.values[layer]
         if extra is None:  # a slice: a view, no copy
             self.keys[layer], self.values[layer] = k[:, :, :length], v[:, :, :length]
-        else:
-            self.keys[layer] = torch.cat([k[:, :, :length], k.index_select(2, extra)], dim=2)
-            self.values[layer] = torch.cat([v[:, :, :length], v.index_select(2, extra)], dim=2)
+        else:  # one gather per tensor (launches are what a batch-1 step pays for)
+            index = self.kept_index(length, extra) if index is None else index
+            self.keys[layer], self.values[layer] = k.index_select(2, index), v.index_select(2, index)
 
 
 class SelfAttention(nn.Module):

@@ -192,10 +192,8 @@ class Decoder(Loop):
         the nodes the MSA layers processed (all of them unless pruning dropped some; which ones
         is left in state.pruned for verify)."""
         state.pruned = None
-        if not self.prune:
-            return self.model(ids[None], state.cache, positions, masks=masks)
-        return self.model(ids[None], state.cache, positions, masks=masks,
-                          select=lambda x: self.select(state, ids, x))
+        select = (lambda x: self.select(state, ids, x)) if self.prune else None
+        return self.model.step_logits(ids[None], state.cache, positions, masks, select)
 
     def select(self, state: State, ids, x):
         """The nodes to keep, from the hidden states x [1, size, H] after layer N - Ns: a node is
@@ -225,8 +223,9 @@ class Decoder(Loop):
         if state.pruned is not None:  # set by forward when pruning dropped nodes
             return self._verify_pruned(state, ids, main, streams)
         predicted = main[0].argmax(-1)
-        last = self.tree.accept(ids, predicted)
-        verdict = torch.cat([last.view(1), predicted]).tolist()  # the step's one host sync
+        last = self.tree.accept(ids, predicted).view(1)
+        state.stream_logits = self.model.stream_logits(streams, last)  # queued before the sync
+        verdict = torch.cat([last, predicted]).tolist()  # the step's one host sync
         last, predicted_host = verdict[0], verdict[1:]
         path = self.tree.paths[last]
         accepted = len(path) - 1
@@ -237,7 +236,6 @@ class Decoder(Loop):
         else:
             state.cache.keep(past, self.tree.path_index[last] + past)
         state.root = predicted[last: last + 1]
-        state.stream_logits = streams[0, last]
         # an accepted token equals the prediction at its parent: the path's predictions are the output
         return [predicted_host[i] for i in path], accepted
 
@@ -267,5 +265,6 @@ class Decoder(Loop):
             else:
                 cache.keep_layer(i, past, (full if below else rows) + past)
         state.root = predicted[last: last + 1]
-        state.stream_logits = streams[0, pruned.where[last]]
+        row = pruned.where[last]
+        state.stream_logits = self.model.stream_logits(streams, torch.tensor([row], device=streams.device))
         return [predicted_host[i] for i in path], accepted

@@ -75,7 +75,7 @@ class SpecStreamModel(nn.Module):
         Streams are computed for the new tokens from index `stream_start` on (a prefill needs
         only the last). `masks` (from `stream_masks`) may be passed precomputed; else they are
         built from `tree` ([T, T] bool, None = causal) and the positions."""
-        return self._split(*self._rows(ids, cache, positions, tree, stream_start, masks), stream_start)
+        return self.split_rows(*self._rows(ids, cache, positions, tree, stream_start, masks), stream_start)
 
     def forward(self, ids, cache: KVCache | None = None, positions=None, tree=None,
                 stream_start: int = 0, masks: dict | None = None, select=None):
@@ -88,7 +88,21 @@ class SpecStreamModel(nn.Module):
         and enter their KV cache (the bottom layers cached all T); the outputs then have
         len(kept) rows, in kept order. Needs stream_start = 0."""
         h, t = self._rows(ids, cache, positions, tree, stream_start, masks, select)
-        return self._split(self.base.head(h), t, stream_start)  # one head call for all rows
+        return self.split_rows(self.base.head(h), t, stream_start)  # one head call for all rows
+
+    def step_logits(self, ids, cache: KVCache, positions, masks: dict, select=None):
+        """forward() for a decode step: the main logits [B, T', V], but the streams as final hidden
+        states [B, T', γ, H]. Only the streams of the last accepted node draft the next tree, so the
+        decoder puts just those through the LM head (stream_logits): the head over all T'·γ stream
+        rows was most of an fp32 step's kernel time."""
+        h, t = self._rows(ids, cache, positions, None, 0, masks, select)
+        main, streams = self.split_rows(h, t, 0)
+        return self.base.head(main), streams
+
+    def stream_logits(self, streams, row):
+        """The logits [γ, V] of the streams of `row` ([1] long, may stay on the device) of the
+        stream states [1, T', γ, H] from step_logits."""
+        return self.base.head(streams[0].index_select(0, row)[0])
 
     def early_exit(self, x):
         """Logits from hidden states after layer N - Ns (ln_f + the LM head, no adapter): the
@@ -104,7 +118,7 @@ class SpecStreamModel(nn.Module):
         cols = torch.cat([torch.arange(past, device=kept.device), past + rows])
         return {kind: m.index_select(0, rows).index_select(1, cols) for kind, m in masks.items()}
 
-    def _split(self, h, t: int, stream_start: int):
+    def split_rows(self, h, t: int, stream_start: int):
         return h[:, :t], h[:, t:].unflatten(1, (t - stream_start, self.gamma))
 
     def _rows(self, ids, cache, positions, tree, stream_start, masks, select=None):

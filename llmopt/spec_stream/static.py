@@ -83,14 +83,13 @@ class StaticTreeDecoder(Loop):
         h = model.add_streams(x)
         for i in range(self.split, len(base.transformer.h)):
             h = model.msa_block(i, h, 0, masks, cache)
-        logits = base.head(h[0])
-        predicted = logits[: tree.size].argmax(-1)
+        main, streams = model.split_rows(h, tree.size, 0)
+        predicted = base.head(main[0]).argmax(-1)
         last = tree.accept(ids, predicted).view(1)
         cache.move(pos + self.paths.index_select(0, last)[0], pos + self.offsets[: tree.depth + 1])
         pos.add_(tree.depths.index_select(0, last) + 1)
         self.root.copy_(predicted.index_select(0, last))
-        streams = logits[tree.size:].unflatten(0, (tree.size, model.gamma))
-        self.stream_logits.copy_(streams.index_select(0, last)[0])
+        self.stream_logits.copy_(model.stream_logits(streams, last))  # only the drafting node's streams
         self.verdict[:1].copy_(last)
         self.verdict[1:].copy_(predicted)
 

@@ -1,0 +1,101 @@
+"""Where a technique's decode step spends its time: host (Python + kernel launches) against device
+(kernels), and the kernels that cost most, from torch.profiler over whole generate calls.
+
+    python3 scripts/profile_step.py [--techniques naive,ss] [--shape 125m] [--vocab 8192]
+        [--prompt-len 600] [--new-tokens 64] [--gamma 4] [--stream-layers 2] [--topk 2,2,1,1]
+        [--device cuda] [--json out.json]
+
+The model is a random GPT-Neo of --shape with random stream embeddings (speed per step does not
+depend on what the weights say; acceptance does, so steps, not tokens, are the unit here). Per
+technique: one warm-up generate, then one timed generate (wall per forward call) and one profiled
+generate: total host time of the ops, total device time of the kernels, launches per step and the
+top kernels by device time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from llmopt.models.gpt_neo import make_config  # noqa: E402
+from llmopt.spec_stream.model import SpecStreamModel  # noqa: E402
+from llmopt.strategies import get_strategy  # noqa: E402
+
+
+def profile_technique(technique: str, checkpoint: Path, device: str, prompt: list[int], new_tokens: int,
+                      topk: str, top: int = 12) -> dict:
+    options = {"topk": topk} if technique.startswith("ss") else {}
+    strategy = get_strategy(technique, **options)
+    strategy.prepare(checkpoint, device)
+    strategy.generate(prompt, new_tokens, None)  # warm-up (and capture, for graphs)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    gen = strategy.generate(prompt, new_tokens, None)
+    sync()
+    wall = time.perf_counter() - start
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=activities) as prof:
+        strategy.generate(prompt, new_tokens, None)
+        sync()
+    steps = gen.forward_calls
+    kernels = collections.Counter()
+    launches = 0
+    device_us = 0.0
+    for event in prof.events():
+        if event.device_type.name == "CUDA":
+            kernels[event.name] += event.device_time
+            device_us += event.device_time
+        elif event.name in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cudaGraphLaunch"):
+            launches += 1
+    return {
+        "technique": technique, "forward_calls": steps, "wall_ms_per_step": 1e3 * wall / steps,
+        "device_ms_per_step": device_us / 1e3 / steps, "launches_per_step": launches / steps,
+        "top_kernels_ms_per_step": {name[:90]: round(us / 1e3 / steps, 4) for name, us in kernels.most_common(top)},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--techniques", default="naive,ss", help="comma-separated techniques (default naive,ss)")
+    parser.add_argument("--shape", default="125m")
+    parser.add_argument("--vocab", type=int, default=8192, help="vocabulary size (our trained tokenizers: 8192)")
+    parser.add_argument("--prompt-len", type=int, default=600)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--gamma", type=int, default=4)
+    parser.add_argument("--stream-layers", type=int, default=2)
+    parser.add_argument("--topk", default="2,2,1,1")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args()
+
+    config = make_config(args.shape, vocab_size=args.vocab)
+    model = SpecStreamModel.random(config, gamma=args.gamma, num_stream_layers=args.stream_layers)
+    prompt = torch.randint(0, args.vocab - 1, (args.prompt_len,), generator=torch.Generator().manual_seed(0)).tolist()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        del model
+        for technique in args.techniques.split(","):
+            row = profile_technique(technique, Path(tmp), args.device, prompt, args.new_tokens, args.topk)
+            rows.append(row)
+            print(f"{technique:>20}: {row['wall_ms_per_step']:.3f} ms/step wall, {row['device_ms_per_step']:.3f} ms "
+                  f"kernels, {row['launches_per_step']:.0f} launches/step, {row['forward_calls']} steps", flush=True)
+            for name, ms in row["top_kernels_ms_per_step"].items():
+                print(f"{'':>24}{ms:8.4f}  {name}")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
