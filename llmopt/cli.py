@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--tolerance", type=float, default=0.05,
                          help="allowed tokens/s drop per cell, as a fraction (default 0.05)")
 
+    merge = sub.add_parser("merge", help="join runs of one GPU model that split the matrix (e.g. one dataset "
+                                         "per GPU of a host) into one saved run")
+    merge.add_argument("runs", type=Path, nargs="+", metavar="RUN.json", help="pytest-benchmark JSON files")
+    merge.add_argument("--out", type=Path, required=True, help="the merged JSON file to write")
+
     report = sub.add_parser("report", help="write the Markdown results (and PNG plots) of saved runs")
     report.add_argument("runs", type=Path, nargs="+", metavar="RUN.json", help="pytest-benchmark JSON files")
     report.add_argument("--out", type=Path, default=Path("docs/results"), help="output directory (default docs/results)")
@@ -73,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        return {"train": cmd_train, "bench": cmd_bench, "compare": cmd_compare, "report": cmd_report}[args.command](args)
+        return {"train": cmd_train, "bench": cmd_bench, "compare": cmd_compare, "merge": cmd_merge,
+                "report": cmd_report}[args.command](args)
     except (data.DataError, ValueError, FileNotFoundError) as exc:
         print(f"llmopt: error: {exc}", file=sys.stderr)
         return 2
@@ -159,6 +165,16 @@ def cmd_compare(args) -> int:
     failures = compare.gate(current, baseline, args.tolerance)  # refuses runs of different GPU models
     print(compare.render(current, baseline, failures, args.tolerance))
     return 1 if failures else 0
+
+
+def cmd_merge(args) -> int:
+    from . import compare
+
+    merged = compare.merge(args.runs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(merged, indent=4))
+    print(f"wrote {args.out}: {len(merged['benchmarks'])} benchmarks from {len(args.runs)} runs")
+    return 0
 
 
 def cmd_report(args) -> int:

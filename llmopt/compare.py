@@ -162,3 +162,24 @@ def render(current: Run, baseline: Run, failures: list[Failure], tolerance: floa
             lines += [f"  {_name(f.cell)}: {f.message}" for f in found]
     lines.append(f"gate: FAILED ({len(failures)} failure{'s' * (len(failures) != 1)})" if failures else "gate: passed")
     return "\n".join(lines)
+
+
+def merge(paths: list[str | Path]) -> dict:
+    """One pytest-benchmark document from several runs of one GPU model that split the matrix
+    between them (say one dataset per GPU of a host): the first run's header, every run's
+    benchmarks. Refuses runs of different GPU models and a cell measured twice."""
+    if not paths:
+        raise ValueError("nothing to merge")
+    runs = [load_run(p) for p in paths]
+    for run in runs[1:]:
+        check_same_gpu(run, runs[0])
+    seen: dict[Cell, str] = {}
+    for run in runs:
+        for cell in run.cells:
+            if cell in seen:
+                raise ValueError(f"{_name(cell)} is in both {seen[cell]} and {run.name}")
+            seen[cell] = run.name
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    merged = {**docs[0], "benchmarks": [b for doc in docs for b in doc["benchmarks"]]}
+    merged["merged_from"] = [{"file": Path(p).name, "datetime": d.get("datetime")} for p, d in zip(paths, docs)]
+    return merged

@@ -1,18 +1,39 @@
 #!/usr/bin/env bash
-# The benchmark campaign on one GPU of the runner, in stages (each a fresh process, so a fix can
+# The benchmark campaign on the GPUs of the runner, in stages (each a fresh process, so a fix can
 # land between stages): logs, JSON and saved runs go to $JOB (default /tmp/job), packed into
 # $OUT/job.tgz by the `pack` stage. Data in ./.data, checkpoints in ./.cache.
 #   usage: scripts/campaign.sh STAGE...   stages: tests train sweep fast sizes simulate bench pack
 #   e.g.   setsid nohup scripts/campaign.sh tests train sweep bench > /tmp/job/all.log 2>&1 &
-# env: CAMPAIGN_DATASETS="e2e_nlg spider", CAMPAIGN_TRAIN="ss e2e_nlg,lm spider", CAMPAIGN_TECHNIQUES=a,b,
-#      CAMPAIGN_SAVE=name (saved run), SS_TOPK=2,2,1,1, CAMPAIGN_COMPILE=1 (also torch.compile sizes),
-#      CAMPAIGN_TRAIN_PARALLEL=N (trainings at a time, default 1)
+# Several GPUs (CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi lists): trainings take the next free
+# GPU, and the benchmark runs one process per dataset, each alone on its GPU, merged afterwards
+# into one saved run (llmopt merge).
+# env: CAMPAIGN_DATASETS="e2e_nlg spider", CAMPAIGN_TECHNIQUES=a,b, CAMPAIGN_SAVE=name (saved run),
+#      CAMPAIGN_TRAIN="ss e2e_nlg,lm spider,ss spider --augment-copies 2" (objective dataset [options]),
+#      CAMPAIGN_TRAIN_PARALLEL=N (trainings at a time per GPU, default 1), SS_TOPK=2,2,1,1,
+#      CAMPAIGN_COMPILE=1 (also torch.compile sizes)
 set -uo pipefail
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True PYTHONUNBUFFERED=1 LLMOPT_DATA_DIR=$PWD/.data LLMOPT_CACHE_DIR=$PWD/.cache PYTHONPATH=$PWD
 JOB=${JOB:-/tmp/job}; mkdir -p "$JOB"
 read -ra DATASETS <<< "${CAMPAIGN_DATASETS:-e2e_nlg spider dialogsum}"  # env: a subset, space-separated
 TREES=(1,1,1,1 2,1,1,1 2,2,1,1 3,2,1 3,2,2,1 3,2,2,1@0.02 3,2,2,1@0.1)
 MATRIX=${CAMPAIGN_TECHNIQUES:-hf,naive,half,bf16,flash2,graphs,half+graphs,flash2+graphs,best,ss,ss+half,ss+flash2,ss+graphs,ss+half+graphs,ss+flash2+graphs}
+read -ra GPUS <<< "$(echo "${CUDA_VISIBLE_DEVICES:-$(nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | paste -sd,)}" | tr , ' ')"
+[ ${#GPUS[@]} -gt 0 ] || GPUS=(none)
+
+on_gpus() {  # run each argument (a shell command) on the next free GPU, PER_GPU at a time per GPU
+  local slots=() busy=() cmd pid done_pid i
+  for ((i = 0; i < ${PER_GPU:-1}; i++)); do slots+=("${GPUS[@]}"); done
+  declare -A gpu_of=()
+  for cmd in "$@"; do
+    while [ ${#slots[@]} -eq 0 ]; do wait -n -p done_pid; slots+=("${gpu_of[$done_pid]}"); unset "gpu_of[$done_pid]"; done
+    CUDA_VISIBLE_DEVICES=${slots[0]} bash -c "$cmd" & pid=$!
+    echo "  GPU ${slots[0]}: $cmd"
+    gpu_of[$pid]=${slots[0]}; slots=("${slots[@]:1}")
+  done
+  wait
+}
+
+checkpoint_of() { grep -m1 '^checkpoint: ' "$1" 2>/dev/null | cut -d' ' -f2; }  # from a training log
 
 ss_options() {  # the tree the sweep chose, if it ran (else the strategy's default)
   if [ -n "${SS_TOPK:-}" ]; then echo "{\"ss\": {\"topk\": \"$SS_TOPK\"}}"
@@ -26,23 +47,23 @@ stage() {
       nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
       python3 -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__)"
       python3 -m pytest tests/test_fastpaths.py tests/test_spec_stream.py -q -p no:cacheprovider -rs 2>&1 | tail -15 ;;
-    train)  # the SS checkpoints the benchmark uses, plus Spider's lm twin (quality comparison)
-      # CAMPAIGN_TRAIN_PARALLEL at a time (default 1: on an 80 GB H100 four together ran out of
-      # memory); a run that fails is run again alone, resuming from its last periodic save
-      IFS=, read -ra jobs <<< "${CAMPAIGN_TRAIN:-ss e2e_nlg,ss spider,ss dialogsum,lm spider}"
-      for j in "${jobs[@]}"; do set -- $j
-        while [ "$(jobs -rp | wc -l)" -ge "${CAMPAIGN_TRAIN_PARALLEL:-1}" ]; do wait -n; done
-        python3 -m llmopt train --dataset "$2" --objective "$1" --samples 64 > "$JOB/train_$1_$2.log" 2>&1 &
+    train)  # the SS checkpoints the benchmark uses, plus lm twins (quality comparison)
+      # A run that fails (out of memory, say) is run again alone, resuming from its last periodic save
+      IFS=, read -ra jobs <<< "${CAMPAIGN_TRAIN:-ss dialogsum,ss spider,ss e2e_nlg,lm dialogsum,lm spider,lm e2e_nlg}"
+      cmds=()
+      for j in "${jobs[@]}"; do set -- $j; log="$JOB/train_$(echo "$j" | tr -c 'a-z0-9_\n-' _).log"
+        cmds+=("python3 -m llmopt train --dataset $2 --objective $1 ${*:3} --samples 64 > $log 2>&1")
       done
-      wait
-      for j in "${jobs[@]}"; do set -- $j
-        ls -d .cache/checkpoints/$2-125m-$1-*/ > /dev/null 2>&1 && continue
-        echo "again, alone: $j"; tail -3 "$JOB/train_$1_$2.log"
-        python3 -m llmopt train --dataset "$2" --objective "$1" --samples 64 >> "$JOB/train_$1_$2.log" 2>&1
+      PER_GPU=${CAMPAIGN_TRAIN_PARALLEL:-1} on_gpus "${cmds[@]}"
+      for i in "${!jobs[@]}"; do log="$JOB/train_$(echo "${jobs[$i]}" | tr -c 'a-z0-9_\n-' _).log"
+        [ -n "$(checkpoint_of "$log")" ] && continue
+        echo "again, alone: ${jobs[$i]}"; tail -3 "$log"
+        CUDA_VISIBLE_DEVICES=${GPUS[0]} bash -c "${cmds[$i]/ > / >> }"
       done
-      for j in "${jobs[@]}"; do set -- $j
-        cp "$(ls -td .cache/checkpoints/$2-125m-$1-*/ | head -1)llmopt.json" "$JOB/train_$1_$2.json"
-        grep -E "on [0-9]+ evaluation prompts|output|reference" "$JOB/train_$1_$2.log" | head -8
+      for j in "${jobs[@]}"; do log="$JOB/train_$(echo "$j" | tr -c 'a-z0-9_\n-' _).log"
+        ckpt=$(checkpoint_of "$log"); echo "--- $j: $ckpt"
+        [ -n "$ckpt" ] && cp "$ckpt/llmopt.json" "${log%.log}.json"
+        grep -E "on [0-9]+ evaluation prompts|output|reference" "$log" | head -8
       done ;;
     sweep)  # tree shapes per dataset (eager ss against naive), pruning on and off on the widest tree
       for d in "${DATASETS[@]}"; do
@@ -72,10 +93,21 @@ EOF
         --techniques half+graphs --runtime torch.compile 2>&1 | grep -v Warning ;;
     simulate)
       python3 scripts/ss_simulate.py --out "$JOB/simulated.json" --rounds 1 2>&1 | grep -v Warning ;;
-    bench)
-      python3 -m pytest bench -q -p no:cacheprovider --datasets "$(IFS=,; echo "${DATASETS[*]}")" --techniques "$MATRIX" --strategy-options "$(ss_options)" \
-        --benchmark-save="${CAMPAIGN_SAVE:-matrix}" --benchmark-columns=median,rounds 2>&1 | tail -70
-      cp .benchmarks/*/*/*_"${CAMPAIGN_SAVE:-matrix}".json "$JOB/" ;;
+    bench)  # one process per dataset, each alone on a GPU, merged into one saved run
+      cmds=()
+      for d in "${DATASETS[@]}"; do
+        cmds+=("python3 -m pytest bench -q -p no:cacheprovider --datasets $d --techniques '$MATRIX' --strategy-options '$(ss_options)' \
+          --benchmark-json=$JOB/bench_$d.json --benchmark-columns=median,rounds > $JOB/bench_$d.log 2>&1")
+      done
+      on_gpus "${cmds[@]}"
+      for d in "${DATASETS[@]}"; do tail -25 "$JOB/bench_$d.log"; done
+      # where pytest-benchmark would have saved it: .benchmarks/<GPU model>/<machine id>/NNNN_name.json
+      dir=.benchmarks/$(python3 -c "import torch; from llmopt.report import slug; from pytest_benchmark.utils import get_machine_id
+print(slug(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu') + '/' + get_machine_id())")
+      n=$(printf %04d $(( $(ls "$dir"/[0-9][0-9][0-9][0-9]_*.json 2>/dev/null | wc -l) + 1 )))
+      files=(); for d in "${DATASETS[@]}"; do files+=("$JOB/bench_$d.json"); done
+      python3 -m llmopt merge "${files[@]}" --out "$dir/${n}_${CAMPAIGN_SAVE:-matrix}.json"
+      cp "$dir/${n}_${CAMPAIGN_SAVE:-matrix}.json" "$JOB/" ;;
     pack)
       tar czf "${OUT:-/tmp}/job.tgz" -C "$(dirname "$JOB")" "$(basename "$JOB")"; ls -la "${OUT:-/tmp}" ;;
     *) echo "unknown stage $1" >&2; return 2 ;;

@@ -115,6 +115,21 @@ def test_latest_run_is_the_newest_by_date_across_machine_ids(tmp_path):
     assert compare.latest_run(tmp_path) == newest
 
 
+def test_merge_joins_a_split_matrix_and_refuses_overlaps_and_other_gpus(tmp_path, capsys):
+    records = matrix()
+    parts = [saved_run(tmp_path / f"{d}.json", [r for r in records if r["dataset"] == d]) for d in DATASETS]
+    out = tmp_path / "NVIDIA-H200/Linux-CPython-3.12-64bit/0003_matrix.json"
+    assert cli.main(["merge", *map(str, parts), "--out", str(out)]) == 0
+    merged = compare.load_run(out)
+    assert set(merged.cells) == {(r["dataset"], r["technique"]) for r in records}
+    assert compare.gate(merged, compare.load_run(saved_run(tmp_path / "base.json", records)), 0.05) == []
+    assert cli.main(["merge", str(parts[0]), str(parts[0]), "--out", str(tmp_path / "x.json")]) == 2
+    assert "is in both" in capsys.readouterr().err
+    other = saved_run(tmp_path / "other.json", [cell("e2e_nlg", "ss", 500.0)], gpu="NVIDIA A100-SXM4-80GB")
+    assert cli.main(["merge", str(parts[0]), str(other), "--out", str(tmp_path / "y.json")]) == 2
+    assert "refusing" in capsys.readouterr().err and not (tmp_path / "y.json").exists()
+
+
 # The harness option end to end: bench/conftest.py as the plugin of an inner pytest session whose
 # benchmark only reports canned records, so it runs in well under a second.
 
