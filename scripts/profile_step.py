@@ -3,7 +3,7 @@
 
     python3 scripts/profile_step.py [--techniques naive,ss] [--shape 125m] [--vocab 8192]
         [--prompt-len 600] [--new-tokens 64] [--gamma 4] [--stream-layers 2] [--topk 2,2,1,1]
-        [--device cuda] [--json out.json]
+        [--device cuda] [--shapes] [--json out.json]
 
 The model is a random GPT-Neo of --shape with random stream embeddings (speed per step does not
 depend on what the weights say; acceptance does, so steps, not tokens, are the unit here). Per
@@ -33,7 +33,7 @@ from llmopt.strategies import get_strategy  # noqa: E402
 
 
 def profile_technique(technique: str, checkpoint: Path, device: str, prompt: list[int], new_tokens: int,
-                      topk: str, top: int = 12) -> dict:
+                      topk: str, top: int = 12, shapes: bool = False) -> dict:
     options = {"topk": topk} if technique.startswith("ss") else {}
     strategy = get_strategy(technique, **options)
     strategy.prepare(checkpoint, device)
@@ -45,7 +45,7 @@ def profile_technique(technique: str, checkpoint: Path, device: str, prompt: lis
     sync()
     wall = time.perf_counter() - start
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, record_shapes=shapes) as prof:
         strategy.generate(prompt, new_tokens, None)
         sync()
     steps = gen.forward_calls
@@ -58,6 +58,9 @@ def profile_technique(technique: str, checkpoint: Path, device: str, prompt: lis
             device_us += event.device_time
         elif event.name in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC", "cudaGraphLaunch"):
             launches += 1
+    if shapes:  # which op (and operand shapes) launched the costly kernels
+        print(prof.key_averages(group_by_input_shape=True).table(
+            sort_by="self_cuda_time_total" if device.startswith("cuda") else "self_cpu_time_total", row_limit=top))
     return {
         "technique": technique, "forward_calls": steps, "wall_ms_per_step": 1e3 * wall / steps,
         "device_ms_per_step": device_us / 1e3 / steps, "launches_per_step": launches / steps,
@@ -76,6 +79,7 @@ def main() -> None:
     parser.add_argument("--stream-layers", type=int, default=2)
     parser.add_argument("--topk", default="2,2,1,1")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--shapes", action="store_true", help="also print the costliest ops with their operand shapes")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
 
@@ -87,7 +91,8 @@ def main() -> None:
         model.save_pretrained(tmp)
         del model
         for technique in args.techniques.split(","):
-            row = profile_technique(technique, Path(tmp), args.device, prompt, args.new_tokens, args.topk)
+            row = profile_technique(technique, Path(tmp), args.device, prompt, args.new_tokens, args.topk,
+                                    shapes=args.shapes)
             rows.append(row)
             print(f"{technique:>20}: {row['wall_ms_per_step']:.3f} ms/step wall, {row['device_ms_per_step']:.3f} ms "
                   f"kernels, {row['launches_per_step']:.0f} launches/step, {row['forward_calls']} steps", flush=True)
