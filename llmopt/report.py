@@ -171,18 +171,31 @@ def update_readme(readme: Path, runs: list[Run], report: Path) -> None:
     readme.write_text(text[:start] + readme_block(runs, report) + text[end + len(README_END):])
 
 
+def join_simulated(runs: list[Run], records: list[dict]) -> None:
+    """Add a simulated sweep's records to the runs they belong to: those with a measured cell of the
+    same dataset and checkpoint (the sweep ran that model), or the only run given."""
+    for r in records:
+        home = [run for run in runs if any(c.get("checkpoint") == r.get("checkpoint") and d == r.get("dataset")
+                                           for (d, _), c in run.cells.items())] if r.get("checkpoint") else []
+        if not home and len(runs) == 1:
+            home = runs
+        if not home:
+            raise ValueError(f"the simulated {r.get('dataset')} sweep of checkpoint {r.get('checkpoint')} matches "
+                             "no saved run given: pass the run that measured that checkpoint")
+        for run in home:
+            run.records.append(r)
+
+
 def write(paths: list[str | Path], out: str | Path, simulated: str | Path | None = None,
           readme: str | Path | None = None) -> list[Path]:
     """Write the Markdown report of the saved runs at `paths` into `out`, with two PNG figures per
     run when matplotlib (the `plot` extra) is installed. `simulated`: a JSON list from
-    scripts/ss_simulate.py, made on the same GPU as the one run given, whose `simulated: true`
-    records join that run's acceptance plot (never its tables). `readme`: a README whose marked
+    scripts/ss_simulate.py, made on the GPU of the run that measured its checkpoints, whose
+    `simulated: true` records join that run's acceptance plot (never its tables; join_simulated). `readme`: a README whose marked
     block gets the results tables (`update_readme`). Returns the files written."""
     runs = [load_run(p) for p in paths]
     if simulated is not None:
-        if len(runs) != 1:
-            raise ValueError("--simulated goes with exactly one saved run (the sweep's GPU)")
-        runs[0].records.extend(r for r in json.loads(Path(simulated).read_text()) if r.get("simulated"))
+        join_simulated(runs, [r for r in json.loads(Path(simulated).read_text()) if r.get("simulated")])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures, written = {}, []

@@ -85,8 +85,21 @@ def test_a_simulated_sweep_file_joins_the_plot_not_the_tables(tmp_path):
     assert "| ss" not in text  # simulated records never become table rows
     assert "| naive (fp32) | 280.0" in text  # the sweep's own (unsimulated) naive record is ignored
     assert all(p.read_bytes().startswith(PNG) for p in written[1:])
-    with pytest.raises(ValueError, match="exactly one saved run"):
+    with pytest.raises(ValueError, match="matches no saved run"):
         report.write([run, run], tmp_path / "out", simulated=sweep)
+
+
+def test_a_simulated_sweep_joins_the_run_that_measured_its_checkpoint(tmp_path):
+    ours = [cell("e2e_nlg", t, r, checkpoint="e2e-ss-b") for t, r in (("naive", 280.0), ("ss", 500.0))]
+    other = saved_run(tmp_path / "h100/0001_a.json", [cell("e2e_nlg", "naive", 280.0, checkpoint="e2e-ss-a")])
+    mine = saved_run(tmp_path / "h100/0002_b.json", ours)
+    points = [cell("e2e_nlg", "ss", 300.0 + 500 * a, simulated=True, acceptance_ratio=a, checkpoint="e2e-ss-b")
+              for a in (0.2, 1.0)]
+    runs = [load_run(other), load_run(mine)]
+    report.join_simulated(runs, points)
+    assert [len(run.records) for run in runs] == [1, 4]
+    with pytest.raises(ValueError, match="checkpoint e2e-ss-c matches no saved run"):
+        report.join_simulated(runs, [dict(points[0], checkpoint="e2e-ss-c")])
 
 
 def test_readme_block_is_filled_between_its_markers(tmp_path):
