@@ -30,6 +30,7 @@ class Run:
     datetime: str
     records: list[dict]  # every extra_info, simulated ones included (plots draw them)
     commit: str | None = None
+    doc: dict | None = field(default=None, repr=False)  # the file as read (merge writes it back out)
     cells: dict[Cell, dict] = field(init=False)
 
     def __post_init__(self):
@@ -65,7 +66,7 @@ def load_run(path: str | Path) -> Run:
         raise FileNotFoundError(f"{path}: no such file") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a pytest-benchmark JSON file ({type(exc).__name__}: {exc})") from None
-    return Run(str(path), machine_info, doc.get("datetime", "?"), records, (doc.get("commit_info") or {}).get("id"))
+    return Run(str(path), machine_info, doc.get("datetime", "?"), records, (doc.get("commit_info") or {}).get("id"), doc)
 
 
 def latest_run(storage: str | Path) -> Path | None:
@@ -179,7 +180,6 @@ def merge(paths: list[str | Path]) -> dict:
             if cell in seen:
                 raise ValueError(f"{_name(cell)} is in both {seen[cell]} and {run.name}")
             seen[cell] = run.name
-    docs = [json.loads(Path(p).read_text()) for p in paths]
-    merged = {**docs[0], "benchmarks": [b for doc in docs for b in doc["benchmarks"]]}
-    merged["merged_from"] = [{"file": Path(p).name, "datetime": d.get("datetime")} for p, d in zip(paths, docs)]
+    merged = {**runs[0].doc, "benchmarks": [b for run in runs for b in run.doc["benchmarks"]]}
+    merged["merged_from"] = [{"file": Path(run.name).name, "datetime": run.datetime} for run in runs]
     return merged

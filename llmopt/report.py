@@ -191,8 +191,9 @@ def write(paths: list[str | Path], out: str | Path, simulated: str | Path | None
     """Write the Markdown report of the saved runs at `paths` into `out`, with two PNG figures per
     run when matplotlib (the `plot` extra) is installed. `simulated`: a JSON list from
     scripts/ss_simulate.py, made on the GPU of the run that measured its checkpoints, whose
-    `simulated: true` records join that run's acceptance plot (never its tables; join_simulated). `readme`: a README whose marked
-    block gets the results tables (`update_readme`). Returns the files written."""
+    `simulated: true` records join that run's acceptance plot (never its tables; join_simulated).
+    `readme`: a README whose marked block gets the results tables (`update_readme`). Returns the
+    files written."""
     runs = [load_run(p) for p in paths]
     if simulated is not None:
         join_simulated(runs, [r for r in json.loads(Path(simulated).read_text()) if r.get("simulated")])

@@ -33,6 +33,7 @@ on_gpus() {  # run each argument (a shell command) on the next free GPU, PER_GPU
   wait
 }
 
+train_log() { echo "$JOB/train_$(echo "$1" | tr -c 'a-z0-9_\n-' _).log"; }  # of a job "objective dataset [options]"
 checkpoint_of() { grep -m1 '^checkpoint: ' "$1" 2>/dev/null | cut -d' ' -f2; }  # from a training log
 
 ss_options() {  # the tree the sweep chose, if it ran (else the strategy's default)
@@ -51,16 +52,16 @@ stage() {
       # A run that fails (out of memory, say) is run again alone, resuming from its last periodic save
       IFS=, read -ra jobs <<< "${CAMPAIGN_TRAIN:-ss dialogsum,ss spider,ss e2e_nlg,lm dialogsum,lm spider,lm e2e_nlg}"
       cmds=()
-      for j in "${jobs[@]}"; do set -- $j; log="$JOB/train_$(echo "$j" | tr -c 'a-z0-9_\n-' _).log"
+      for j in "${jobs[@]}"; do set -- $j; log=$(train_log "$j")
         cmds+=("python3 -m llmopt train --dataset $2 --objective $1 ${*:3} --samples 64 > $log 2>&1")
       done
       PER_GPU=${CAMPAIGN_TRAIN_PARALLEL:-1} on_gpus "${cmds[@]}"
-      for i in "${!jobs[@]}"; do log="$JOB/train_$(echo "${jobs[$i]}" | tr -c 'a-z0-9_\n-' _).log"
+      for i in "${!jobs[@]}"; do log=$(train_log "${jobs[$i]}")
         [ -n "$(checkpoint_of "$log")" ] && continue
         echo "again, alone: ${jobs[$i]}"; tail -3 "$log"
         CUDA_VISIBLE_DEVICES=${GPUS[0]} bash -c "${cmds[$i]/ > / >> }"
       done
-      for j in "${jobs[@]}"; do log="$JOB/train_$(echo "$j" | tr -c 'a-z0-9_\n-' _).log"
+      for j in "${jobs[@]}"; do log=$(train_log "$j")
         ckpt=$(checkpoint_of "$log"); echo "--- $j: $ckpt"
         [ -n "$ckpt" ] && cp "$ckpt/llmopt.json" "${log%.log}.json"
         grep -E "on [0-9]+ evaluation prompts|output|reference" "$log" | head -8

@@ -30,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llmopt.models.gpt_neo import make_config  # noqa: E402
 from llmopt.spec_stream.model import SpecStreamModel  # noqa: E402
 from llmopt.strategies import get_strategy  # noqa: E402
+from llmopt.strategies.base import technique_objective  # noqa: E402
 
 
 def profile_technique(technique: str, checkpoint: Path, device: str, prompt: list[int], new_tokens: int,
                       topk: str, top: int = 12, shapes: bool = False) -> dict:
-    options = {"topk": topk} if technique.startswith("ss") else {}
+    options = {"topk": topk} if technique_objective(technique) == "ss" else {}
     strategy = get_strategy(technique, **options)
     strategy.prepare(checkpoint, device)
     strategy.generate(prompt, new_tokens, None)  # warm-up (and capture, for graphs)

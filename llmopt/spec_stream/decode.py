@@ -265,6 +265,5 @@ class Decoder(Loop):
             else:
                 cache.keep_layer(i, past, (full if below else rows) + past)
         state.root = predicted[last: last + 1]
-        row = pruned.where[last]
-        state.stream_logits = self.model.stream_logits(streams, torch.tensor([row], device=streams.device))
+        state.stream_logits = self.model.base.head(streams[0, pruned.where[last]])  # its row, known on the host
         return [predicted_host[i] for i in path], accepted
