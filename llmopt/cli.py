@@ -7,54 +7,56 @@ import json
 import sys
 from pathlib import Path
 
-from . import data
+from . import data, options
+from .models.gpt_neo import SHAPES
 
 EPILOG = f"""data: the hub by default; a local directory of the original files with --data-dir or
 ${data.DATA_DIR_ENV}. Checkpoints are cached under $LLMOPT_CACHE_DIR (default ~/.cache/llmopt)."""
 
 
+class Parser(argparse.ArgumentParser):
+    """Bad input is one line on stderr and exit 2; the usage is one --help away."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="llmopt", description=(
+    parser = Parser(prog="llmopt", description=(
         "Measure what LLM inference optimisations buy (tokens/s, batch 1, greedy) and check that each "
         "keeps the model's output unchanged."), epilog=EPILOG)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     train = sub.add_parser("train", help="train a GPT-Neo on a dataset (cached by dataset, shape and recipe)",
                            epilog=EPILOG)
     train.add_argument("--dataset", required=True, choices=data.DATASETS)
-    train.add_argument("--shape", default="125m", help="model shape: tiny, 125m, 1.3b, 2.7b (default 125m)")
+    train.add_argument("--shape", default="125m", choices=SHAPES, help="model shape (default 125m)")
     train.add_argument("--base", help="fine-tune this checkpoint (directory or hub id) instead of training from scratch")
-    train.add_argument("--steps", type=int, help="optimizer steps (default: the dataset's recipe)")
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float)
+    train.add_argument("--steps", type=options.positive_int, help="optimizer steps (default: the dataset's recipe)")
+    train.add_argument("--batch-size", type=options.positive_int)
+    train.add_argument("--lr", type=positive_float)
     train.add_argument("--objective", default="lm", choices=("lm", "ss"),
                        help="lm (next token) or ss (Speculative Streaming: main + 0.1 x each stream's CE)")
-    train.add_argument("--augment-copies", type=int,
+    train.add_argument("--augment-copies", type=options.positive_int,
                        help="spider: add this many renamed copies of each training example (made-up table/column "
                             "names, consistent across schema, question and SQL) to teach copying from the schema")
-    train.add_argument("--gamma", type=int, help="ss: number of speculative streams (default 4)")
-    train.add_argument("--stream-layers", type=int,
-                       help="ss: layers with multi-stream attention (default: 1/6 of the layers for spider, 1/3 otherwise)")
+    train.add_argument("--gamma", type=options.positive_int, help="ss: number of speculative streams (default 4)")
+    train.add_argument("--stream-layers", type=options.positive_int,
+                       help="ss: layers with multi-stream attention (default: 1/6 of the layers for spider, 1/2 otherwise)")
     train.add_argument("--output", type=Path, help="write the checkpoint here instead of the cache")
-    train.add_argument("--samples", type=int, default=32, help="evaluation prompts to decode for the quality metric")
+    train.add_argument("--samples", type=non_negative_int, default=32, help="evaluation prompts to decode for the quality metric")
     _common(train)
 
     bench = sub.add_parser("bench", help="benchmark techniques on datasets and print the tokens/s table",
-                           epilog=EPILOG)
-    bench.add_argument("--dataset", action="append", choices=data.DATASETS,
-                       help="repeat for several (default: all three)")
-    bench.add_argument("--technique", action="append", help="repeat for several (default: hf, naive, half, ss)")
-    bench.add_argument("--model", default=None,
-                       help="a shape trained per dataset (default 125m on GPU, tiny on CPU), a checkpoint directory or a hub id")
-    bench.add_argument("--num-prompts", type=int, default=32)
-    bench.add_argument("--max-new-tokens", type=int, default=128)
-    bench.add_argument("--rounds", type=int, default=3)
-    bench.add_argument("--json", type=Path, help="also write every record to this JSON file")
-    bench.add_argument("--strategy-options", metavar="JSON",
-                       help='options per technique part, e.g. \'{"ss": {"topk": "2,1,1,1"}}\'')
-    bench.add_argument("--objective", help="training objective of shape checkpoints: lm or ss "
-                       "(default: ss when a technique needs speculative streams, else lm)")
-    _common(bench)
+                           description="Benchmark every technique on every dataset (batch 1, greedy) and print "
+                                       "tokens/s with the speed-up over naive. The same options and defaults as "
+                                       "`pytest bench/`.", epilog=EPILOG)
+    options.add_bench_options(bench.add_argument)
+    bench.add_argument("--json", type=Path, metavar="FILE",
+                       help="also write every record to this JSON file (rewritten after each cell, so an "
+                            "interrupted run keeps what it measured)")
+    bench.add_argument("--progress", action="store_true",
+                       help="print a cell counter (cell 3/12: e2e_nlg ss) and per-prompt progress bars on stderr")
 
     compare = sub.add_parser("compare", help="gate a saved run against a baseline run of the same GPU model "
                                              "(exit 1 on a slower cell or a changed output)")
@@ -76,18 +78,39 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--readme", type=Path, metavar="README.md",
                         help="also fill this README's results block (between its llmopt report markers)")
 
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), already printed
+        return exc.code
     try:
         return {"train": cmd_train, "bench": cmd_bench, "compare": cmd_compare, "merge": cmd_merge,
                 "report": cmd_report}[args.command](args)
     except (data.DataError, ValueError, FileNotFoundError) as exc:
         print(f"llmopt: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("llmopt: interrupted", file=sys.stderr)
+        return 130
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else options.positive_int(text)
 
 
 def _common(p):
-    p.add_argument("--data-dir", help=f"local directory of the original dataset files (else ${data.DATA_DIR_ENV}, else the hub)")
-    p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--data-dir", type=options.data_directory, metavar="DIR",
+                   help=f"local directory of the original dataset files (else ${data.DATA_DIR_ENV}, else the hub)")
+    p.add_argument("--device", type=options.device_name, help="cpu, cuda or cuda:N (default: cuda when available)")
 
 
 def cmd_train(args) -> int:
@@ -128,34 +151,35 @@ def cmd_train(args) -> int:
 
 def cmd_bench(args) -> int:
     from . import measure
-    from .strategies import get_strategy
 
-    device = args.device or measure.default_device()
-    model = args.model or ("125m" if device.startswith("cuda") else "tiny")
-    datasets = args.dataset or list(data.DATASETS)
-    techniques = args.technique or ["hf", "naive", "half", "ss"]
-    table = measure.parse_strategy_options(args.strategy_options)
-    # unknown names or options fail before any work
-    strategies = {t: get_strategy(t, **measure.strategy_options(t, table)) for t in techniques}
-    records = []
-    for dataset in datasets:
-        workload = measure.build_workload(dataset, model, args.num_prompts, args.max_new_tokens,
-                                          data_dir=args.data_dir, device=device,
-                                          objective=args.objective or measure.objective_for(techniques))
-        references = {}
-        for name, strategy in strategies.items():
-            if strategy.dtype not in references:
-                references[strategy.dtype] = measure.plain_outputs(workload, strategy.dtype, device)
-            prepare_s = measure.prepare(strategy, workload, device)
-            record = measure.measure(strategy, workload, args.rounds, reference=references[strategy.dtype], progress=True)
-            record["prepare_s"] = prepare_s
-            records.append(record)
-            print(f"{dataset:>10} {name:>8}: {record['tokens_per_s']:8.1f} tokens/s  "
+    settings = options.settings(args)  # bad names, options or combinations fail here, before any work
+    bench = measure.Bench(settings, progress=args.progress)
+    cells = [(d, t) for d in settings.datasets for t in settings.techniques]
+    try:
+        for i, (dataset, technique) in enumerate(cells, 1):
+            if args.progress:
+                print(f"cell {i}/{len(cells)}: {dataset} {technique}", file=sys.stderr)
+            record = bench.measure_cell(dataset, technique)
+            print(f"{dataset:>10} {technique:>8}: {record['tokens_per_s']:8.1f} tokens/s  "
                   f"match_naive={record['match_naive']:.2f}", file=sys.stderr)
-    print(table(records))
-    if args.json:
-        args.json.write_text(json.dumps(records, indent=2))
+            if args.json:
+                _write_json(args.json, bench.records)
+    except KeyboardInterrupt:
+        if bench.records:
+            print(measure.table(bench.records))
+        saved = f", {len(bench.records)} cells kept in {args.json}" if args.json and bench.records else ""
+        print(f"llmopt: interrupted after {len(bench.records)} of {len(cells)} cells{saved}", file=sys.stderr)
+        return 130
+    print(measure.table(bench.records))
     return 0
+
+
+def _write_json(path: Path, records: list[dict]) -> None:
+    """Through a temporary file and a rename: an interrupted write leaves the last complete file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(records, indent=2))
+    tmp.replace(path)
 
 
 def cmd_compare(args) -> int:
@@ -183,17 +207,6 @@ def cmd_report(args) -> int:
     for path in report.write(args.runs, args.out, args.simulated, args.readme):
         print(f"wrote {path}")
     return 0
-
-
-def table(records: list[dict]) -> str:
-    """Markdown table: techniques x datasets, tokens/s."""
-    datasets = list(dict.fromkeys(r["dataset"] for r in records))
-    techniques = list(dict.fromkeys(r["technique"] for r in records))
-    cell = {(r["technique"], r["dataset"]): r["tokens_per_s"] for r in records}
-    lines = ["| technique | " + " | ".join(datasets) + " |", "|---" * (len(datasets) + 1) + "|"]
-    for t in techniques:
-        lines.append(f"| {t} | " + " | ".join(f"{cell[t, d]:.1f}" if (t, d) in cell else "–" for d in datasets) + " |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -2,25 +2,30 @@
 
 A *workload* is what every technique gets for one dataset: the checkpoint, the same N evaluation
 prompts, max_new_tokens and EOS. A *pass* runs a strategy over all prompts; `summarize` turns
-passes into the record the benchmark saves (see docs in benchmark-protocol.md: tokens/s = Σ new
-tokens / Σ wall time of the generate calls)."""
+passes into the record the benchmark saves (README, "The benchmark": tokens/s = Σ new tokens /
+Σ wall time of the generate calls). `Bench` is one session of cells, whichever front end runs it."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import platform
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import transformers
+from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from . import data, near_ties, quality
 from .checkpoints import resolve_model_dir
 from .models.gpt_neo import SHAPES
+from .options import Settings, build_strategy
 from .strategies.base import Clock, Generation, Strategy
+from .strategies.naive import Naive
 from .tokenizer import encode_prompt, load_tokenizer
 from .train import default_recipe, ensure_trained
 
@@ -42,35 +47,6 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def objective_for(techniques: list[str]) -> str:
-    """The training objective whose checkpoint can serve every technique asked for."""
-    from .strategies import known_technique, technique_objective
-
-    return "ss" if any(technique_objective(t) == "ss" for t in techniques if known_technique(t)) else "lm"
-
-
-def parse_strategy_options(text: str | None) -> dict[str, dict]:
-    """`--strategy-options` JSON: {technique part: {option: value}}, e.g.
-    '{"ss": {"topk": "2,1,1,1"}, "graphs": {"runtime": "torch.compile"}}'."""
-    if not text:
-        return {}
-    try:
-        table = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"strategy options are JSON, e.g. '{{\"ss\": {{\"topk\": \"2,1,1,1\"}}}}': {exc}") from None
-    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
-        raise ValueError(f"strategy options map a technique to its options ({{name: {{option: value}}}}), got {text!r}")
-    return table
-
-
-def strategy_options(technique: str, table: dict[str, dict]) -> dict:
-    """The options of `technique` from the table: each part of a '+' name brings its own entry."""
-    options = {}
-    for part in technique.split("+"):
-        options.update(table.get(part, {}))
-    return options
-
-
 def build_workload(dataset: str, model: str = "125m", num_prompts: int = 32, max_new_tokens: int = 128,
                    data_dir=None, device=None, progress: bool = True, objective: str = "lm") -> Workload:
     """The first `num_prompts` evaluation examples of `dataset`, encoded for the checkpoint.
@@ -80,6 +56,7 @@ def build_workload(dataset: str, model: str = "125m", num_prompts: int = 32, max
         checkpoint = ensure_trained(dataset, recipe, data_dir=data_dir, device=device or default_device(), progress=progress)
     else:
         checkpoint = resolve_model_dir(model)
+    check_checkpoint(checkpoint, streams=objective == "ss")
     tokenizer = load_tokenizer(checkpoint)
     if tokenizer.eos_token_id is None:
         raise ValueError(f"{checkpoint}: the tokenizer has no EOS token")
@@ -89,6 +66,27 @@ def build_workload(dataset: str, model: str = "125m", num_prompts: int = 32, max
         raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a {context}-token context")
     prompts = [encode_prompt(tokenizer, ex.prompt, context - max_new_tokens) for ex in examples]
     return Workload(dataset, model, objective, checkpoint, examples, prompts, max_new_tokens, tokenizer.eos_token_id, tokenizer)
+
+
+def check_checkpoint(path: Path, streams: bool = False) -> None:
+    """Refuse, naming the file, a checkpoint that cannot serve the techniques asked for: a missing
+    or truncated file, or no speculative streams where a technique drafts with them. Cheap (reads
+    headers only), so it runs before anything is measured."""
+    needed = ["config.json"] + (["spec_stream.json", "spec_stream.safetensors"] if streams else [])
+    for name in needed:
+        if not (path / name).is_file():
+            why = (" (no speculative streams: ss techniques need a checkpoint trained with --objective ss)"
+                   if name.startswith("spec_stream") else "")
+            raise ValueError(f"checkpoint {path}: {name} is missing{why}")
+    weights = sorted(path.glob("*.safetensors"))
+    if not any(f.name != "spec_stream.safetensors" for f in weights) and not list(path.glob("pytorch_model*.bin")):
+        raise ValueError(f"checkpoint {path}: no model weights (model.safetensors or pytorch_model.bin)")
+    for f in weights:
+        try:
+            with safe_open(str(f), "pt"):
+                pass
+        except Exception as exc:  # safetensors raises its own error type for a bad header
+            raise ValueError(f"checkpoint {path}: {f.name} is damaged or truncated ({exc})") from None
 
 
 def run_pass(strategy: Strategy, workload: Workload, prompts: list[list[int]] | None = None,
@@ -123,6 +121,15 @@ def driver_version() -> str | None:
             return None
 
 
+def machine_facts() -> dict:
+    """What a saved run's machine_info adds to pytest-benchmark's: the GPU and the software stack."""
+    cuda = torch.cuda.is_available()
+    return {"gpu_name": torch.cuda.get_device_name(0) if cuda else None, "gpu_count": torch.cuda.device_count(),
+            "driver_version": driver_version(), "cuda_version": torch.version.cuda,
+            "torch_version": torch.__version__, "transformers_version": transformers.__version__,
+            "python_version": platform.python_version()}
+
+
 def reset_peak_memory(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -141,6 +148,8 @@ def summarize(strategy: Strategy, workload: Workload, passes: list[list[tuple[Ge
     """The benchmark record of one (dataset, technique) cell from one or more passes."""
     gens = [g for g, _ in passes[0]]
     outputs = [g.tokens for g in gens]
+    if any(len(o) > workload.max_new_tokens for o in outputs):
+        raise AssertionError(f"{strategy.name}: more than max_new_tokens={workload.max_new_tokens} tokens returned")
     for other in passes[1:]:
         if [g.tokens for g, _ in other] != outputs:
             raise AssertionError(f"{strategy.name}: greedy output changed between rounds")
@@ -203,12 +212,23 @@ def speculative_stats(gens: list[Generation]) -> dict:
 
 
 def measure(strategy: Strategy, workload: Workload, rounds: int = 3, warmup_prompts: int = 4,
-            reference: list[list[int]] | None = None, progress: bool = False) -> dict:
-    """Warm up, then time `rounds` passes (the CLI's path; pytest uses benchmark.pedantic)."""
-    run_pass(strategy, workload, workload.prompts[:warmup_prompts])
+            reference: list[list[int]] | None = None, progress: bool = False, timed=None) -> dict:
+    """Warm up, then time `rounds` passes over the workload: the one warm-up/measure sequence.
+    `timed(fn, rounds)` runs the timed passes (pytest hands them to benchmark.pedantic)."""
+    run_pass(strategy, workload, workload.prompts[:warmup_prompts])  # allocator, kernels, caches
     reset_peak_memory(strategy.device)
-    passes = [run_pass(strategy, workload, progress=progress) for _ in range(rounds)]
+    passes = []
+
+    def one_pass():
+        passes.append(run_pass(strategy, workload, progress=progress))
+
+    (timed or _repeat)(one_pass, rounds)
     return summarize(strategy, workload, passes, reference, peak_memory(strategy.device))
+
+
+def _repeat(fn, rounds: int) -> None:
+    for _ in range(rounds):
+        fn()
 
 
 def prepare(strategy: Strategy, workload: Workload, device) -> float:
@@ -220,10 +240,63 @@ def prepare(strategy: Strategy, workload: Workload, device) -> float:
 
 def plain_outputs(workload: Workload, dtype, device) -> list[list[int]]:
     """Plain greedy outputs of the checkpoint at `dtype`: what every technique must reproduce."""
-    from .strategies.naive import Naive
-
     naive = Naive(dtype)
     naive.prepare(workload.checkpoint, device)
     outputs = [g.tokens for g, _ in run_pass(naive, workload)]
     del naive
     return outputs
+
+
+class Bench:
+    """One benchmark session, whichever front end drives it (pytest or `llmopt bench`): the
+    workloads (checkpoints trained once per dataset), the plain-decoding references per (dataset,
+    dtype), and the records measured so far, in order."""
+
+    def __init__(self, settings: Settings, progress: bool = True):
+        self.settings, self.progress = settings, progress
+        self.records: list[dict] = []
+        self._workloads: dict[str, Workload] = {}
+        self._references: dict[tuple, list[list[int]]] = {}
+
+    def workload(self, dataset: str) -> Workload:
+        if dataset not in self._workloads:
+            s = self.settings
+            self._workloads[dataset] = build_workload(dataset, s.model, s.num_prompts, s.max_new_tokens,
+                                                      data_dir=s.data_dir, device=s.device, progress=self.progress,
+                                                      objective=s.objective)
+        return self._workloads[dataset]
+
+    def reference(self, dataset: str, dtype) -> list[list[int]]:
+        """Plain greedy outputs at `dtype`, computed once per dataset: the reference of match_naive."""
+        if (dataset, dtype) not in self._references:
+            self._references[dataset, dtype] = plain_outputs(self.workload(dataset), dtype, self.settings.device)
+        return self._references[dataset, dtype]
+
+    def measure_cell(self, dataset: str, technique: str, timed=None) -> dict:
+        """Prepare the technique on the dataset's checkpoint, measure it and keep its record."""
+        workload = self.workload(dataset)
+        strategy = build_strategy(technique, self.settings.options_for(technique))
+        prepare_s = prepare(strategy, workload, self.settings.device)
+        reference = self.reference(dataset, strategy.dtype)
+        record = measure(strategy, workload, self.settings.rounds, reference=reference,
+                         progress=self.progress, timed=timed)
+        record["prepare_s"] = prepare_s
+        self.records.append(record)
+        return record
+
+
+def table(records: list[dict]) -> str:
+    """Markdown table of tokens/s: techniques x datasets, with the speed-up over naive beside."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in records))
+    techniques = list(dict.fromkeys(r["technique"] for r in records))
+    rate = {(r["technique"], r["dataset"]): r["tokens_per_s"] for r in records}
+
+    def cell(t, d):
+        if (t, d) not in rate:
+            return "–"
+        naive = rate.get(("naive", d))
+        return f"{rate[t, d]:.1f}" + (f" ({rate[t, d] / naive:.2f}×)" if naive and t != "naive" else "")
+
+    lines = ["| technique | " + " | ".join(datasets) + " |", "|---" * (len(datasets) + 1) + "|"]
+    lines += [f"| {t} | " + " | ".join(cell(t, d) for d in datasets) + " |" for t in techniques]
+    return "\n".join(lines)
