@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 from llmopt.models.gpt_neo import make_config
 from llmopt.spec_stream import Decoder, SpecStreamModel
 from llmopt.spec_stream.static import StaticTreeDecoder
-from llmopt.strategies.base import Clock
-from llmopt.strategies.graphs import GraphRunner
-from llmopt.strategies.naive import greedy
+from llmopt.capture import GraphRunner
+from llmopt.generation import Clock, greedy
 
 CLOCK = Clock("cpu")
 

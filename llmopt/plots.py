@@ -12,7 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .compare import Run
-from .report import DATASET_TITLES, datasets, techniques
+from .names import DATASET_TITLES, datasets, techniques
 
 STEP_PARTS = (("step_prepare_s", "prepare (tree, masks)", "#f2a541"),
               ("step_forward_s", "forward", "#3d6fb6"),

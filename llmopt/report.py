@@ -7,31 +7,15 @@ from __future__ import annotations
 
 import json
 import os
-
-import re
 import sys
 from pathlib import Path
 
 from .compare import Run, load_run
+from .names import DATASET_TITLES, datasets, slug, techniques
 
-DATASET_TITLES = {"spider": "Spider", "dialogsum": "DialogSum", "e2e_nlg": "E2E-NLG"}
 QUALITY_TITLES = {"exact_match": "EM", "rouge_l": "ROUGE-L"}
 DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 REPORT = "benchmarks.md"
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-")
-
-
-def datasets(runs: list[Run]) -> list[str]:
-    """Known datasets in the project's order, then any others as they appear."""
-    seen = dict.fromkeys(d for run in runs for d, _ in run.cells)
-    return [d for d in DATASET_TITLES if d in seen] + [d for d in seen if d not in DATASET_TITLES]
-
-
-def techniques(runs: list[Run]) -> list[str]:
-    return list(dict.fromkeys(t for run in runs for _, t in run.cells))
 
 
 def _spread(r: dict) -> str:
@@ -201,7 +185,7 @@ def write(paths: list[str | Path], out: str | Path, simulated: str | Path | None
     out.mkdir(parents=True, exist_ok=True)
     figures, written = {}, []
     try:
-        from . import plots
+        from . import plots  # lazily: matplotlib is an optional dependency (the `plot` extra)
     except ImportError:
         print("llmopt report: matplotlib is not installed (pip install -e '.[plot]'): no plots", file=sys.stderr)
     else:

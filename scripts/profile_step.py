@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llmopt.models.gpt_neo import make_config  # noqa: E402
 from llmopt.spec_stream.model import SpecStreamModel  # noqa: E402
 from llmopt.strategies import get_strategy  # noqa: E402
-from llmopt.strategies.base import technique_objective  # noqa: E402
+from llmopt.strategies import technique_objective  # noqa: E402
 
 
 def profile_technique(technique: str, checkpoint: Path, device: str, prompt: list[int], new_tokens: int,

@@ -45,8 +45,8 @@ from llmopt.measure import driver_version, peak_memory, reset_peak_memory  # noq
 from llmopt.models.gpt_neo import GPTNeo, make_config, param_bytes  # noqa: E402
 from llmopt.near_ties import first_divergence  # noqa: E402
 from llmopt.strategies import get_strategy  # noqa: E402
-from llmopt.strategies.base import Clock  # noqa: E402
-from llmopt.strategies.compose import parse_technique  # noqa: E402
+from llmopt.generation import Clock  # noqa: E402
+from llmopt.strategies.techniques import parse_technique  # noqa: E402
 from llmopt.strategies.naive import Naive  # noqa: E402
 
 GIB = 2 ** 30

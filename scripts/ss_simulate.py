@@ -19,7 +19,7 @@ import json
 import sys
 
 from llmopt import measure
-from llmopt.spec_stream.simulate import simulated_strategy
+from llmopt.strategies.simulated import simulated_strategy
 from ss_sweep import add_workload_arguments, naive_baseline  # same folder
 
 DEFAULT_ACCURACIES = [0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0]

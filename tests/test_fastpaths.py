@@ -11,13 +11,12 @@ import torch
 from hypothesis import given, settings, strategies as st
 from transformers import GPTNeoConfig
 
+from llmopt.capture import GraphRunner
+from llmopt.generation import Clock, greedy
 from llmopt.models.attention import Band
 from llmopt.models.gpt_neo import GPTNeo, make_config
 from llmopt.models.static_cache import StaticDecoder, StaticKVCache
-from llmopt.strategies import STRATEGIES, get_strategy, known_technique, technique_objective
-from llmopt.strategies.base import Clock, validate_technique
-from llmopt.strategies.graphs import GraphRunner
-from llmopt.strategies.naive import greedy
+from llmopt.strategies import STRATEGIES, get_strategy, known_technique, technique_objective, validate_technique
 
 from helpers import random_prompts, save_tiny_checkpoint
 

@@ -4,7 +4,8 @@ import pytest
 
 from llmopt import cli, measure
 from llmopt.data import Example
-from llmopt.strategies.base import Generation, Strategy
+from llmopt.generation import Generation
+from llmopt.strategies.base import Strategy
 
 
 class FakeTokenizer:

@@ -4,8 +4,7 @@ import torch
 
 from llmopt import near_ties
 from llmopt.models.gpt_neo import GPTNeo, make_config
-from llmopt.strategies.base import Clock
-from llmopt.strategies.naive import greedy
+from llmopt.generation import Clock, greedy
 
 
 def test_first_divergence():

@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 from llmopt.models.gpt_neo import make_config
 from llmopt.spec_stream import Decoder, SpecStreamModel
 from llmopt.strategies import get_strategy
-from llmopt.strategies.base import Clock
-from llmopt.strategies.naive import greedy
+from llmopt.generation import Clock, greedy
 
 from helpers import perfect_stream_logits
 

@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from llmopt.spec_stream.simulate import SimulatedDraftDecoder
-from llmopt.strategies.base import Clock
-from llmopt.strategies.naive import greedy
+from llmopt.generation import Clock, greedy
 from tests.test_spec_stream import random_model
 
 CLOCK = Clock("cpu")
@@ -61,7 +60,7 @@ def test_eos_inside_an_accepted_path(model):
 def test_strategy_records_are_labelled_simulated(tmp_path):
     from llmopt import measure
     from llmopt.data import Example
-    from llmopt.spec_stream.simulate import simulated_strategy
+    from llmopt.strategies.simulated import simulated_strategy
 
     class Tok:
         def decode(self, ids):

@@ -3,13 +3,13 @@
 import pytest
 import torch
 
+from llmopt.generation import Clock, greedy
 from llmopt.models.gpt_neo import GPTNeo, make_config
 from llmopt.spec_stream import Decoder, DraftTree, SpecStreamModel, build_ss, ss_loss
+from llmopt.spec_stream.loss import IGNORE
 from llmopt.spec_stream.static import StaticTreeDecoder
 from llmopt.strategies import get_strategy
-from llmopt.strategies.base import Clock
-from llmopt.strategies.naive import greedy
-from llmopt.train import IGNORE, lm_loss
+from llmopt.train import lm_loss
 
 from helpers import perfect_stream_logits
 
@@ -190,12 +190,12 @@ def test_static_step_commits_the_cache_plain_decoding_builds(rank):
     prompt = [3, 14, 15, 9, 2, 6]
     truth = greedy(model.base, prompt, 9, None, CLOCK).tokens
     dec = StaticTreeDecoder(model, (2, 2, 2))
-    _, root = dec.begin(prompt, 9)
+    root = dec.start(prompt, 9).root
     emitted = [int(root)]
     for _ in range(2):
         dec.stream_logits.copy_(perfect_stream_logits(truth[len(emitted): len(emitted) + 3], 40, rank))
-        dec.run(None, None)
-        new, accepted, _ = dec.finish(None, None, None)
+        dec.forward(None)
+        new, accepted = dec.verify(None)
         assert accepted == 3 and new == truth[len(emitted): len(emitted) + 4]
         if rank:
             assert dec.verdict[0] != 3  # a side branch: the commit had to move keys/values

@@ -3,7 +3,7 @@
 import pytest
 
 from llmopt.strategies import STRATEGIES, get_strategy
-from llmopt.strategies.base import parse_dtype
+from llmopt.strategies.techniques import parse_dtype
 
 from helpers import random_prompts, save_tiny_checkpoint
 

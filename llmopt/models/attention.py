@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 def eager_attention(q, k, v, mask):
@@ -56,7 +57,7 @@ def _no_tensor_masks(mask, name):
 
 def flash_attn_available() -> bool:
     try:
-        import flash_attn  # noqa: F401
+        import flash_attn  # noqa: F401  (lazily: an optional package, CUDA only)
     except Exception:  # noqa: BLE001 - an install built for another torch/CUDA fails with all sorts
         return False
     return True
@@ -67,7 +68,7 @@ def flash_attn_attention(q, k, v, mask):
     (softmax_scale=1.0; scores are accumulated in fp32 inside the kernel), GPT-Neo's local window
     through `window_size`. With `mask.seqlens` the keys are a static cache of which the first
     `seqlens` hold data (flash_attn_with_kvcache: static shapes, capturable in a CUDA graph)."""
-    from flash_attn import flash_attn_func, flash_attn_with_kvcache
+    from flash_attn import flash_attn_func, flash_attn_with_kvcache  # lazily: optional (see flash_attn_available)
 
     _no_tensor_masks(mask, "flash_attn")
     band = mask if mask is not None else Band(causal=False)
@@ -83,8 +84,6 @@ def flash_attn_attention(q, k, v, mask):
 
 
 def _sdpa_banded(q, k, v, mask, force_flash: bool):
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     _no_tensor_masks(mask, "sdpa_flash")
     band = mask if mask is not None else Band(causal=False)
     t, n = q.shape[2], k.shape[2]
@@ -117,8 +116,6 @@ def sdpa_flash_attention(q, k, v, mask):
 def sdpa_efficient_attention(q, k, v, mask):
     """SDPA with a boolean mask, EFFICIENT_ATTENTION backend forced (fp32 accumulation): the
     static-shape decode step when flash_attn is missing (the flash kernel takes no mask)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
 

@@ -25,14 +25,14 @@ from typing import Sequence
 import torch
 
 from ..models.gpt_neo import KVCache
-from ..strategies.base import Clock, Generation
+from ..generation import Clock, Generation
 from .model import SpecStreamModel
 from .tree import DraftTree
 
 
 @dataclass
 class State:
-    cache: KVCache  # the prompt and the emitted tokens except the root
+    cache: KVCache  # the prompt and the emitted tokens except the root (StaticKVCache: static.py)
     root: torch.Tensor  # [1] the last emitted token: fed at the next step, not in the cache yet
     stream_logits: torch.Tensor  # [γ, V] the streams at the root's position: the next draft
     pruned: "Pruned | None" = None  # the last forward's pruning, None if it kept the whole tree
@@ -48,12 +48,23 @@ class Pruned:
     split: int  # layers below `split` hold the whole tree, the others the kept nodes
 
 
+def check_prune(prune: float) -> float:
+    """The tree-pruning threshold, a probability (0 = off), or ValueError."""
+    prune = float(prune)
+    if not 0.0 <= prune <= 1.0:
+        raise ValueError(f"prune, the pruning threshold, is a probability in [0, 1], got {prune}")
+    return prune
+
+
 class Loop:
     """The decoding loop every speculative decoder shares: timing per phase, exact stops at EOS /
-    max_new_tokens, acceptance statistics. A decoder supplies the phases of a step:
-    begin(prompt, max_new_tokens) -> (state, the first token on the device); prepare(state) -> inputs;
-    run(state, inputs) -> outputs; finish(state, inputs, outputs) -> (emitted tokens, accepted
-    draft tokens, the tree nodes verified or None for all of them)."""
+    max_new_tokens, acceptance statistics. A decoder supplies the phases, each under one name:
+    start(prompt, max_new_tokens) -> State (prefill: the root, the first token, and the first draft);
+    step_inputs(state) -> inputs (the draft tree: ids first, None where the step drafts on the
+    device; timed as prepare_s); forward(state, *inputs) -> outputs (tree decoding: forward_s);
+    verify(state, ids, *outputs) -> (emitted tokens, accepted draft tokens) (evaluate the draft,
+    commit the accepted path, set up the next draft: verify_s). `state.pruned`, if a forward
+    pruned the tree, says which nodes reached verification."""
 
     def __init__(self, model: SpecStreamModel, topk: Sequence[int]):
         """What every decoder derives from the model and the tree shape, once."""
@@ -87,18 +98,18 @@ class Loop:
                              f"{self.limit} positions")
         tokens = out.tokens
         start = clock()
-        state, first = self.begin(prompt, max_new_tokens)
+        state = self.start(prompt, max_new_tokens)
         t_forward = clock()
-        tokens.append(int(first))
+        tokens.append(int(state.root))
         now = clock()
         out.forward_calls, out.forward_s, out.verify_s, out.ttft_s = 1, t_forward - start, now - t_forward, now - start
         done = tokens[-1] == eos_id or len(tokens) >= max_new_tokens
         while not done:
-            inputs = self.prepare(state)
+            inputs = self.step_inputs(state)
             t_prepared = clock()
-            outputs = self.run(state, inputs)
+            outputs = self.forward(state, *inputs)
             t_forward = clock()
-            new, accepted, verified = self.finish(state, inputs, outputs)
+            new, accepted = self.verify(state, inputs[0], *outputs)
             for token in new:
                 tokens.append(token)
                 if token == eos_id or len(tokens) >= max_new_tokens:
@@ -113,12 +124,12 @@ class Loop:
             accepted_per_step.append(accepted)
             for d in range(accepted):
                 accepted_per_depth[d] += 1
-            if verified is None:
+            if state.pruned is None:
                 whole_tree_steps += 1
                 kept_per_step.append(tree.size)
             else:
-                kept_per_step.append(len(verified))
-                for node in verified[1:]:
+                kept_per_step.append(len(state.pruned.nodes))
+                for node in state.pruned.nodes[1:]:
                     proposed_per_depth[depths[node] - 1] += 1
         for d, n in enumerate(tree.nodes_per_depth):
             proposed_per_depth[d] += whole_tree_steps * n
@@ -140,10 +151,7 @@ class Decoder(Loop):
         """`prune`: tree-pruning threshold on the early-exit probability of a node's token given
         its parent (0 = off: every node of the tree reaches the MSA layers)."""
         super().__init__(model, topk)
-        prune = float(prune)
-        if not 0.0 <= prune <= 1.0:
-            raise ValueError(f"the pruning threshold is a probability in [0, 1], got {prune}")
-        self.prune = prune
+        self.prune = check_prune(prune)
         # A step's masks are [cache part | tree part]. The cache part depends on the cache length
         # only through the local window: right-aligned against the tree part, column c of the
         # constant holds the cache entry `limit - c` positions before the root, so a step's masks
@@ -157,24 +165,9 @@ class Decoder(Loop):
     def step_masks(self, past: int) -> dict:
         return {kind: m[:, self.limit - past:] for kind, m in self.masks.items()}
 
-    def start(self, prompt: list[int]) -> State:
+    def start(self, prompt: list[int], max_new_tokens: int | None = None) -> State:
+        """The prefill (the dynamic cache grows as it goes: max_new_tokens plays no part)."""
         return prefill(self.model, prompt)
-
-    # the Loop's phases
-    def begin(self, prompt, max_new_tokens):
-        state = self.start(prompt)
-        return state, state.root
-
-    def prepare(self, state: State):
-        return self.step_inputs(state)
-
-    def run(self, state: State, inputs):
-        return self.forward(state, *inputs)
-
-    def finish(self, state: State, inputs, outputs):
-        pruned = state.pruned  # verify clears nothing, but read it before the next forward does
-        new, accepted = self.verify(state, inputs[0], *outputs)
-        return new, accepted, None if pruned is None else pruned.nodes
 
     def step_inputs(self, state: State):
         """The draft tree's ids [size], positions [size] and masks for the next forward."""

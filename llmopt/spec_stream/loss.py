@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..models.gpt_neo import GPTNeo
 from .model import SpecStreamModel
 
-IGNORE = -100  # llmopt.train's label for prompt and padding tokens
+IGNORE = -100  # the label of prompt and padding tokens: no loss there (llmopt.train's too)
 STREAM_WEIGHT = 0.1  # α_j, as in the paper
 DEFAULT_GAMMA = 4
 DEFAULT_STREAM_LAYERS = 4  # the paper: MSA in the top 2-8 layers is a good trade-off (1/3 of 125m)

@@ -75,11 +75,11 @@ class SimulatedDraftDecoder(Decoder):
         """The greedy continuation of the next prompt (list of tokens), or a table from draft_table."""
         self.table = continuation if isinstance(continuation, torch.Tensor) else self.draft_table(continuation, seed)
 
-    def start(self, prompt: list[int]) -> State:
+    def start(self, prompt: list[int], max_new_tokens: int | None = None) -> State:
         if self.table is None:
             raise RuntimeError("set_continuation() before decoding")
         self.prompt_len = len(prompt)
-        return super().start(prompt)
+        return super().start(prompt, max_new_tokens)
 
     def step_inputs(self, state: State):
         ids, positions, masks = super().step_inputs(state)
@@ -87,27 +87,3 @@ class SimulatedDraftDecoder(Decoder):
         ids[1:] = self.table[min(n, len(self.table) - 1)]
         return ids, positions, masks
 
-
-def simulated_strategy(topk="1,1,1,1", accuracy: float = 1.0, seed: int = 0, dtype="float32", **options):
-    """A `SpecStream` strategy (technique "ss", not registered) whose decoder is simulated; give it
-    the greedy continuations with `set_references(prompts, outputs)` after `prepare`."""
-    from ..strategies.ss import SpecStream  # here: strategies.ss imports this package
-
-    class SimulatedSpecStream(SpecStream):
-        def make_decoder(self, topk):
-            return SimulatedDraftDecoder(self.model, topk, accuracy=accuracy, seed=seed, prune=self.prune)
-
-        def set_references(self, prompts, outputs) -> None:
-            """Draft tables built here, once, so the timed generate calls only look them up."""
-            self.tables = {tuple(p): self.decoder.draft_table(o, seed + i)
-                           for i, (p, o) in enumerate(zip(prompts, outputs))}
-
-        @torch.inference_mode()
-        def generate(self, prompt, max_new_tokens, eos_id):
-            self.decoder.set_continuation(self.tables[tuple(prompt)])
-            return self.decoder.generate(prompt, max_new_tokens, eos_id, self.clock)
-
-        def config(self) -> dict:
-            return {**super().config(), "simulated": True, "draft_accuracy": accuracy, "draft_seed": seed}
-
-    return SimulatedSpecStream(dtype=dtype, topk=topk, **options)  # max_depth, prune, ...

@@ -16,16 +16,19 @@ from typing import Sequence
 
 import torch
 
+from ..capture import GraphRunner
 from ..models.static_cache import StaticKVCache
-from .decode import Loop, prefill
+from .decode import Loop, State, prefill
 from .model import SpecStreamModel
 
 MASKED_KERNELS = ("eager", "sdpa", "sdpa_efficient")  # tree masks are arbitrary: no flash kernel takes one
 
 
 class StaticTreeDecoder(Loop):
-    """`runner` (set by the caller, e.g. graphs.GraphRunner over this decoder) replays step(length)
+    """`runner` (set by the caller: a capture.GraphRunner over this decoder) replays step(length)
     and says which bucket of slots a generation needs; without one, step runs uncaptured."""
+
+    runner: GraphRunner | None
 
     def __init__(self, model: SpecStreamModel, topk: Sequence[int], max_len: int | None = None):
         base = model.base
@@ -94,26 +97,29 @@ class StaticTreeDecoder(Loop):
         self.verdict[1:].copy_(predicted)
 
     # the Loop's phases
-    def begin(self, prompt, max_new_tokens):
+    def start(self, prompt: list[int], max_new_tokens: int) -> State:
+        """The prefill, copied into the static cache and the step's fixed-address state."""
         state = prefill(self.model, prompt)
         self.cache.load(state.cache)
         self.root.copy_(state.root)
         self.stream_logits.copy_(state.stream_logits)
         total = len(prompt) + max_new_tokens - 1 + self.rows  # the last step's rows included
         self.length = self.runner.length_for(total) if self.runner else total
-        return None, state.root
+        return State(self.cache, state.root, self.stream_logits)
 
-    def prepare(self, state):
-        return None  # the draft and the masks are part of the captured step
+    def step_inputs(self, state) -> tuple:
+        return (None,)  # the draft and the masks are part of the captured step
 
-    def run(self, state, inputs):
+    def forward(self, state, ids=None) -> tuple:
         if self.runner is None:
             self.step(self.length)
         else:
             self.runner(self.length)
+        return ()  # the verdict is in self.verdict
 
-    def finish(self, state, inputs, outputs):
+    def verify(self, state, ids=None) -> tuple[list[int], int]:
+        """The step accepted and committed on the device: read its verdict, the tokens it emits."""
         last, *predicted = self.verdict.tolist()  # the step's one host sync
         path = self.tree.paths[last]
         # an accepted token equals the prediction at its parent: the path's predictions are the output
-        return [predicted[i] for i in path], len(path) - 1, None
+        return [predicted[i] for i in path], len(path) - 1

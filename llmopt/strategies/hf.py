@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
 from transformers import GenerationConfig, GPTNeoForCausalLM
 from transformers.generation.streamers import BaseStreamer
 
-from .base import Clock, Generation, Strategy, parse_dtype, register
+from ..generation import Clock, Generation
+from .base import Strategy
+from .techniques import parse_dtype
 
 
 class FirstTokenTimer(BaseStreamer):
@@ -26,8 +26,9 @@ class FirstTokenTimer(BaseStreamer):
         pass
 
 
-@register("hf")
 class HF(Strategy):
+    name = "hf"
+
     def __init__(self, dtype: str | torch.dtype = "float32"):
         self.dtype = parse_dtype(dtype)
 

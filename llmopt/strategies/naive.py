@@ -1,19 +1,23 @@
-"""Plain greedy decoding with our GPT-Neo: eager attention, a dynamic KV cache, one token per step."""
+"""Plain greedy decoding with our GPT-Neo (`naive`: eager attention, a dynamic KV cache, one token
+per step), and the same in half precision (`half`: fp16, bf16 by option; attention scores stay in
+float32, since GPT-Neo's unscaled scores overflow fp16, as in transformers)."""
 
 from __future__ import annotations
 
-import time
-
 import torch
 
+from ..generation import Clock, greedy
 from ..models.gpt_neo import GPTNeo
-from .base import Clock, Generation, Strategy, parse_dtype, register
+from .base import Strategy
+from .techniques import parse_technique, resolve_dtype
 
 
-@register("naive")
 class Naive(Strategy):
-    def __init__(self, dtype: str | torch.dtype = "float32"):
-        self.dtype = parse_dtype(dtype)
+    name = "naive"
+    technique = parse_technique("naive")
+
+    def __init__(self, dtype: str | torch.dtype | None = None):
+        self.dtype = resolve_dtype(self.technique, dtype)
 
     def prepare(self, checkpoint, device):
         self.device = torch.device(device)
@@ -25,36 +29,6 @@ class Naive(Strategy):
         return greedy(self.model, prompt, max_new_tokens, eos_id, self.clock)
 
 
-def greedy(model: GPTNeo, prompt: list[int], max_new_tokens: int, eos_id: int | None, clock: Clock) -> Generation:
-    """Greedy decoding, one forward call per token; stops at EOS (kept) or max_new_tokens."""
-    cache = model.new_cache()
-    ids = torch.tensor([prompt], device=model.lm_head.weight.device)
-
-    def step():
-        nonlocal ids
-        ids = model(ids, cache)[:, -1:].argmax(-1)  # stays on the device: the next step's input
-        return ids
-
-    return decode_loop(step, Generation(tokens=[], forward_calls=0), max_new_tokens, eos_id, clock, clock())
-
-
-def decode_loop(step, out: Generation, max_new_tokens: int, eos_id: int | None, clock: Clock,
-                start: float) -> Generation:
-    """Call `step()` (one forward; returns the next token id, on the device) until EOS (kept) or
-    max_new_tokens, timing the forward apart from reading the token back."""
-    tokens = out.tokens
-    while len(tokens) < max_new_tokens:
-        t0 = clock()
-        ids = step()
-        t1 = clock()
-        token = int(ids)
-        t2 = time.perf_counter()
-        out.forward_s += t1 - t0
-        out.verify_s += t2 - t1
-        out.forward_calls += 1
-        tokens.append(token)
-        if len(tokens) == 1:
-            out.ttft_s = t2 - start
-        if token == eos_id:
-            break
-    return out
+class Half(Naive):
+    name = "half"
+    technique = parse_technique("half")

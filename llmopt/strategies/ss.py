@@ -2,7 +2,7 @@
 stream in the same forward pass (tree draft, greedy verification).
 
 The `ss` preset runs like `naive` (fp32, eager attention, dynamic cache), so `ss` against `naive` is
-the technique's own speed-up. Composed (see compose.py): `ss+half` / `ss+bf16` (precision),
+the technique's own speed-up. Composed (see techniques.py): `ss+half` / `ss+bf16` (precision),
 `ss+flash2` (fp16; the tree masks are arbitrary, so attention runs SDPA's memory-efficient kernel,
 the fused kernel that takes a mask), `ss+graphs` (the verify-and-draft step over a static cache,
 captured once: spec_stream/static.py), and any mix of them, e.g. `ss+flash2+graphs`."""
@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import torch
 
-# the module, not its names: importing spec_stream.decode first imports this package, so decode
-# may still be mid-import when this line runs
-from ..spec_stream import decode
+from ..capture import GraphRunner
+from ..generation import Clock
+from ..spec_stream.decode import Decoder, check_prune
 from ..spec_stream.model import SpecStreamModel
-from .base import Clock, Strategy, register
-from .compose import check_device, graph_options, parse_technique, resolve_dtype
+from ..spec_stream.static import StaticTreeDecoder
+from .base import Strategy
+from .techniques import Technique, check_device, graph_options, parse_technique, resolve_dtype
 
 # the tree with the best geometric-mean speed-up over naive in the sweep (scripts/ss_sweep.py, NVIDIA
 # H100, 2026-11-26: E2E 1.78x / 2.79 accepted per step, Spider 1.43x / 2.17; docs/results/spec_stream)
 DEFAULT_TOPK = "2,2,1,1"
 TREE_KERNEL = "sdpa_efficient"  # ss+flash2: the fused attention kernel that takes a tree mask
+SS = parse_technique("ss")
 
 
 def parse_topk(topk) -> tuple[int, ...]:
@@ -31,35 +33,33 @@ def parse_topk(topk) -> tuple[int, ...]:
     return tuple(int(k) for k in topk)
 
 
-@register("ss")
 class SpecStream(Strategy):
     objective = "ss"  # needs a checkpoint fine-tuned with the multi-stream loss
 
-    def __init__(self, dtype=None, topk=DEFAULT_TOPK, max_depth: int | None = None, prune: float = 0.0,
-                 runtime: str | None = None, bucket: int | None = None, max_len: int | None = None,
-                 techniques=("ss",)):
+    def __init__(self, technique: Technique = SS, dtype=None, topk=DEFAULT_TOPK, max_depth: int | None = None,
+                 prune: float = 0.0, runtime: str | None = None, bucket: int | None = None,
+                 max_len: int | None = None):
         """topk: tokens per stream at each depth of the draft tree; max_depth: cut the tree;
         prune: tree-pruning threshold (paper §3.2) on the early-exit probability of a draft token
-        given its parent (0 = off); runtime / bucket / max_len: options of graphs (see compose.py)."""
-        self.techniques = parse_technique("+".join(techniques))
-        self.dtype = resolve_dtype(self.techniques, dtype)
-        self.graphs = "graphs" in self.techniques
-        self.graph_runtime, self.bucket, self.max_len = graph_options(self.techniques, runtime, bucket, max_len)
-        self.prune = float(prune)
-        if not 0.0 <= self.prune <= 1.0:
-            raise ValueError(f"prune is a probability threshold in [0, 1], got {prune}")
+        given its parent (0 = off); runtime / bucket / max_len: options of graphs (see capture.py)."""
+        self.technique = technique
+        self.name = technique.name
+        self.dtype = resolve_dtype(technique, dtype)
+        self.graphs = technique.graphs
+        self.graph_runtime, self.bucket, self.max_len = graph_options(technique, runtime, bucket, max_len)
+        self.prune = check_prune(prune)
         if self.prune and self.graphs:
-            raise ValueError(f"{'+'.join(self.techniques)}: tree pruning decides on the host how many nodes "
+            raise ValueError(f"{technique.label}: tree pruning decides on the host how many nodes "
                              "the top layers see, so its steps have no fixed shape to capture; drop prune or graphs")
         self.topk = parse_topk(topk)
         self.max_depth = None if max_depth is None else int(max_depth)
         if self.max_depth is not None and self.max_depth < 1:
             raise ValueError(f"max_depth must be at least 1, got {max_depth}")
-        self.attention_provider = TREE_KERNEL if "flash2" in self.techniques else "eager"
+        self.attention_provider = TREE_KERNEL if technique.flash else "eager"
 
     def prepare(self, checkpoint, device):
         self.device = torch.device(device)
-        check_device(self.techniques, self.graph_runtime, self.device)
+        check_device(self.technique, self.graph_runtime, self.device)
         self.model = SpecStreamModel.from_pretrained(checkpoint, device=self.device, dtype=self.dtype).eval()
         self.model.set_attention(self.attention_provider)
         depth = min(len(self.topk), self.model.gamma, self.max_depth or len(self.topk))
@@ -72,10 +72,7 @@ class SpecStream(Strategy):
 
     def make_decoder(self, topk: tuple[int, ...]):
         if not self.graphs:
-            return decode.Decoder(self.model, topk, prune=self.prune)
-        from ..spec_stream.static import StaticTreeDecoder
-        from .graphs import GraphRunner
-
+            return Decoder(self.model, topk, prune=self.prune)
         self.model.base.fuse_qkv()
         decoder = StaticTreeDecoder(self.model, topk, self.max_len)
         decoder.runner = GraphRunner(decoder, self.graph_runtime, self.bucket)
@@ -87,7 +84,7 @@ class SpecStream(Strategy):
 
     def config(self) -> dict:
         tree = self.decoder.tree
-        extra = {"techniques": "+".join(self.techniques), "gamma": self.model.gamma,
+        extra = {"techniques": self.technique.label, "gamma": self.model.gamma,
                  "num_stream_layers": self.model.num_stream_layers,
                  "topk": ",".join(map(str, tree.topk)), "tree_size": tree.size, "prune": self.prune,
                  "setup_s": self.setup_s}

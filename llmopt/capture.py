@@ -1,35 +1,59 @@
-"""Static KV cache + CUDA graphs (`graphs`): the decode step over a preallocated cache, captured once
-and replayed, either with torch.cuda.CUDAGraph directly or through torch.compile(mode="reduce-overhead").
+"""Capturing a static-shape step once and replaying it: what `graphs` adds to the plain decode step
+(models/static_cache.py) and to Speculative Streaming's tree step (spec_stream/static.py).
 
-The step has static shapes per *bucket* (how many cache slots attention reads: a multiple of
-`bucket`, up to the model's context), so one graph per bucket is captured in prepare(); each
-generation uses the smallest bucket that holds its prompt and new tokens. Capture/compile time is
-one-off and reported as `setup_s`, apart from the per-token timings.
+Either with torch.cuda.CUDAGraph directly or through torch.compile(mode="reduce-overhead"). The
+step has static shapes per *bucket* (how many cache slots attention reads: a multiple of `bucket`,
+up to the cache's slots), so one graph per bucket is captured up front; each generation uses the
+smallest bucket that holds its prompt and new tokens. Capture/compile time is one-off and reported
+as `setup_s`, apart from the per-token timings. The options are validated here, once
+(`capture_options`), for the technique grammar and the runner alike.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from typing import Protocol
 
 import torch
 
-from ..models.static_cache import StaticDecoder
-from .base import register
-from .compose import Fast
-
 RUNTIMES = ("cuda_graph", "torch.compile", "static")  # "static": the same step, not captured (CPU tests)
+DEFAULT_RUNTIME = "cuda_graph"
+DEFAULT_BUCKET = 256
+
+
+class StaticStep(Protocol):
+    """What a capturable decoder offers (StaticDecoder, StaticTreeDecoder): a cache with `max_len`
+    slots and a device `pos`, `static_tensors()` (every tensor the step reads or writes in place)
+    and `step(length)`, which attends over the first `length` slots."""
+
+    cache: object
+
+    def static_tensors(self) -> list[torch.Tensor]: ...
+
+    def step(self, length: int) -> object: ...
+
+
+def capture_options(runtime: str | None = None, bucket: int | None = None,
+                    max_len: int | None = None) -> tuple[str, int, int | None]:
+    """The runtime, bucket and static cache slots (None: the model's context), defaults applied,
+    or ValueError saying what is wrong."""
+    runtime = runtime or DEFAULT_RUNTIME
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown graphs runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    bucket = int(bucket or DEFAULT_BUCKET)
+    if bucket < 1:
+        raise ValueError(f"bucket must be positive, got {bucket}")
+    if max_len is not None and int(max_len) < 2:
+        raise ValueError(f"max_len must be at least 2 cache slots, got {max_len}")
+    return runtime, bucket, None if max_len is None else int(max_len)
 
 
 class GraphRunner:
-    """Runs a static-shape step, `decoder.step(length)`, for a fixed set of lengths, captured or not.
+    """Runs a static-shape step, `decoder.step(length)`, for a fixed set of lengths, captured or not."""
 
-    The decoder (StaticDecoder, or spec_stream's StaticTreeDecoder) has `cache.max_len` slots, a
-    `cache.pos`, and `static_tensors()`: every tensor its step reads or writes in place."""
-
-    def __init__(self, decoder: StaticDecoder, runtime: str, bucket: int, warmup: int = 3):
-        if runtime not in RUNTIMES:
-            raise ValueError(f"unknown graphs runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    def __init__(self, decoder: StaticStep, runtime: str, bucket: int, warmup: int = 3):
+        runtime, bucket, _ = capture_options(runtime, bucket)
         self.decoder, self.runtime = decoder, runtime
         max_len = decoder.cache.max_len
         self.lengths = sorted({min(max_len, b * bucket) for b in range(1, math.ceil(max_len / bucket) + 1)})
@@ -69,11 +93,11 @@ class GraphRunner:
         torch.cuda.synchronize()
 
     def _compile(self, warmup: int) -> None:
+        import torch._dynamo.config as dynamo_config  # a torch submodule, not loaded by `import torch`
+
         decoder = self.decoder
         for t in decoder.static_tensors():
             torch._dynamo.mark_static_address(t)  # mutated in place: must stay inside the cudagraph
-        import torch._dynamo.config as dynamo_config
-
         for knob in ("recompile_limit", "cache_size_limit"):  # one specialisation per bucket
             if hasattr(dynamo_config, knob):
                 setattr(dynamo_config, knob, max(getattr(dynamo_config, knob), len(self.lengths) + 2))
@@ -95,10 +119,3 @@ class GraphRunner:
             self.compiled(length)
         else:
             self.decoder.step(length)
-
-
-@register("graphs")
-class Graphs(Fast):
-    """`naive` (fp32, eager attention) with the static cache and a captured decode step."""
-
-    preset = ("graphs",)

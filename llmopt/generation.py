@@ -1,0 +1,100 @@
+"""What every decoder shares, below all of them: a generation's record, the device-synchronised
+clock, and the one greedy loop.
+
+Plain greedy decoding (`greedy`) is the reference every fast path must reproduce token for token,
+and the loop (`decode_loop`) that times it is the loop the eager techniques (naive, half, bf16,
+flash2) and the captured step of `graphs` run: one definition of what `forward_calls`, `ttft_s`
+and the per-phase timings mean. Speculative decoders (spec_stream) fill the same `Generation`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .models.gpt_neo import GPTNeo, KVCache
+
+
+@dataclass
+class Generation:
+    """One greedy generation: the new tokens (through EOS, never past it) and how they were made."""
+
+    tokens: list[int]
+    forward_calls: int
+    ttft_s: float = 0.0
+    prepare_s: float = 0.0  # per-step host work before the forward: building inputs, trees, masks
+    forward_s: float = 0.0  # model forward passes (device synchronised)
+    verify_s: float = 0.0  # choosing/verifying tokens and committing the KV cache
+    stats: dict = field(default_factory=dict)  # strategy-specific counters (e.g. accepted per depth)
+
+
+class Clock:
+    """Host clock that first waits for the device, so GPU work lands in the interval that queued it."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = torch.device(device).type == "cuda"
+
+    def __call__(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+
+Step = Callable[[], torch.Tensor]  # one forward; returns the next token id, left on the device
+
+
+def decode_loop(step: Step, max_new_tokens: int, eos_id: int | None, clock: Clock,
+                switch: Callable[[], Step] | None = None) -> Generation:
+    """Call `step()` until EOS (kept) or max_new_tokens, timing the forward apart from reading the
+    token back; its first call is the prefill. `switch()`, if given, runs once after the first
+    token (timed as prepare_s, e.g. loading a static cache) and returns the step for the rest."""
+    out = Generation(tokens=[], forward_calls=0)
+    tokens = out.tokens
+    start = clock()
+    while len(tokens) < max_new_tokens:
+        if tokens and switch is not None:
+            t0 = clock()
+            step, switch = switch(), None
+            out.prepare_s += clock() - t0
+        t0 = clock()
+        ids = step()
+        t1 = clock()
+        token = int(ids)
+        t2 = time.perf_counter()
+        out.forward_s += t1 - t0
+        out.verify_s += t2 - t1
+        out.forward_calls += 1
+        tokens.append(token)
+        if len(tokens) == 1:
+            out.ttft_s = t2 - start
+        if token == eos_id:
+            break
+    return out
+
+
+def greedy(model: GPTNeo, prompt: list[int], max_new_tokens: int, eos_id: int | None, clock: Clock,
+           forward: Callable[[torch.Tensor, KVCache], torch.Tensor] | None = None,
+           static: Callable[[KVCache, torch.Tensor], Step] | None = None) -> Generation:
+    """Greedy decoding over a dynamic KV cache, one forward call per token; stops at EOS (kept) or
+    max_new_tokens. `forward(ids, cache)`: the logits to use (default: the model's own forward).
+    `static(cache, ids)`: after the prefill, hand the cache and its token to a static-shape step
+    and decode with the step it returns (the dynamic cache is dropped then)."""
+    forward = forward or model
+    cache = model.new_cache()
+    ids = torch.tensor([prompt], device=model.lm_head.weight.device)
+
+    def step():
+        nonlocal ids
+        ids = forward(ids, cache)[:, -1:].argmax(-1)  # stays on the device: the next step's input
+        return ids
+
+    def switch():
+        nonlocal cache
+        step = static(cache, ids)
+        cache = None  # the static cache holds a copy: free the dynamic one before decoding
+        return step
+
+    return decode_loop(step, max_new_tokens, eos_id, clock, switch if static else None)
