@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from llmopt import measure, options, pytest_gate
-from llmopt.report import slug
+from llmopt.names import slug
 
 GPU = torch.cuda.is_available()
 BENCH = pytest_gate.BENCH  # the session's measure.Bench, where the gate finds this run's records

@@ -24,7 +24,8 @@ from . import data, near_ties, quality
 from .checkpoints import resolve_model_dir
 from .models.gpt_neo import SHAPES
 from .options import Settings, build_strategy
-from .strategies.base import Clock, Generation, Strategy
+from .generation import Clock, Generation
+from .strategies.base import Strategy
 from .strategies.naive import Naive
 from .tokenizer import encode_prompt, load_tokenizer
 from .train import default_recipe, ensure_trained

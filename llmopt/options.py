@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import data
-from .strategies import get_strategy, technique_objective, validate_technique
+from .strategies import get_strategy, technique_objective, technique_parts, validate_technique
 
 DEFAULT_TECHNIQUES = ("hf", "naive", "half", "ss")
 # A GPU run measures the real workload; a CPU run (CI) is a smoke run of the tiny shape.
@@ -160,7 +160,7 @@ class Settings:
     def options_for(self, technique: str) -> dict:
         """The options of `technique`: each part of a '+' name brings its own entry."""
         found = {}
-        for part in _parts(technique):
+        for part in technique_parts(technique):
             found.update(self.strategy_options.get(part, {}))
         return found
 
@@ -187,17 +187,13 @@ def settings(values) -> Settings:
         needy = [t for t in techniques if technique_objective(t) == "ss"]
         raise ValueError(f"--objective lm: {', '.join(needy)} need{'s' * (len(needy) == 1)} a checkpoint trained "
                          "with speculative streams (--objective ss)")
-    unknown = [p for p in result.strategy_options if p not in {q for t in techniques for q in _parts(t)}]
+    unknown = [p for p in result.strategy_options if p not in {q for t in techniques for q in technique_parts(t)}]
     if unknown:
         raise ValueError(f"--strategy-options: {', '.join(map(repr, unknown))} is part of no technique asked for "
                          f"({', '.join(techniques)})")
     for technique in techniques:
         build_strategy(technique, result.options_for(technique))  # bad options fail now, before any work
     return result
-
-
-def _parts(technique: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in technique.split("+"))
 
 
 def objective_for(techniques: list[str]) -> str:

@@ -17,8 +17,8 @@ LAYERS = [
     ("spec_stream",),  # the algorithm
     ("train",),  # training (its objectives include spec_stream.loss)
     ("strategies",),  # the techniques
-    ("near_ties", "measure", "compare"),  # measurement
-    ("cli", "__main__", "report", "plots", "names"),  # front ends and the report
+    ("near_ties", "options", "measure", "compare"),  # measurement
+    ("cli", "__main__", "pytest_gate", "report", "plots", "names"),  # front ends and the report
 ]
 
 

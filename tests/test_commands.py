@@ -27,7 +27,8 @@ pytestmark = pytest.mark.skipif(not (DATA / "e2e_nlg").is_dir(), reason=f"no loc
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     cache = os.environ.get("LLMOPT_CACHE_DIR") or str(tmp_path_factory.mktemp("cache"))
-    return {**os.environ, "LLMOPT_DATA_DIR": str(DATA), "LLMOPT_CACHE_DIR": cache,
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}  # an outer pytest's own
+    return {**clean, "LLMOPT_DATA_DIR": str(DATA), "LLMOPT_CACHE_DIR": cache,
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
             "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
 

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import torch
 
-from ..generation import Clock, Generation  # noqa: F401  (Clock: re-exported for measure.py's import line)
+from ..generation import Generation
 
 
 class Strategy:
