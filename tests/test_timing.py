@@ -5,6 +5,9 @@ import gc
 import random
 
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmopt import timing
 from llmopt.timing import PassTimer, Sample, StopRule
@@ -76,6 +79,27 @@ def test_a_pass_is_timed_with_gc_off_and_off_cuda_has_no_device_time(clock, time
     assert seen == [False] and gc.isenabled()
     assert (s.wall_s, s.tokens, s.device_s, s.rate) == (0.5, 40, None, 80.0)
     assert s.start_unix > 1e9  # a unix time, to order cells and processes
+
+
+def test_on_cuda_events_bracket_the_pass_and_the_clock_is_read_after_synchronising(monkeypatch, clock):
+    log = []
+
+    class FakeEvent:
+        def __init__(self, enable_timing):
+            assert enable_timing
+
+        def record(self, stream):
+            log.append(f"record@{clock.now}")
+
+        def elapsed_time(self, other):
+            return 450.0  # milliseconds, as torch gives them
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device: log.append("sync"))
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: None)
+    s = PassTimer("cuda", lambda: log.append("clock") or clock.now)(passes(clock, [0.5]))
+    assert log == ["sync", "record@0.0", "clock", "record@0.5", "sync", "clock"]
+    assert (s.wall_s, s.device_s, s.device_rate) == (0.5, 0.45, 100 / 0.45)
 
 
 def test_a_pass_that_does_not_return_its_token_count_is_refused(timer):
@@ -211,3 +235,12 @@ def test_paired_ratio_pairs_the_rounds_both_cells_ran():
     assert ratio.ci is None  # three pairs are too few for a 95% interval
     with pytest.raises(ValueError, match="no rounds"):
         timing.paired_ratio([], [sample(1.0)])
+
+
+@settings(derandomize=True, deadline=None)
+@given(st.lists(st.floats(1.0, 1e4), min_size=1, max_size=60))
+def test_the_summary_drops_at_most_a_fifth_and_its_interval_holds_the_median(rates):
+    s = timing.summarize(rates)
+    assert len(s.outliers) <= len(rates) // 5 and s.outliers == sorted(set(s.outliers))
+    assert min(rates) <= s.median <= max(rates)
+    assert s.ci is None or s.ci[0] <= s.median <= s.ci[1]
