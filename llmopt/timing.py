@@ -112,8 +112,10 @@ class PassTimer:
     around the same region. Events measure the stream's timeline, idle gaps included (a host-bound
     eager decode leaves the GPU waiting), and see only work ordered after them on that stream."""
 
-    def __init__(self, device: torch.device | str = "cpu", clock: Callable[[], float] = time.perf_counter):
-        self.device = torch.device(device)
+    def __init__(self, device: torch.device | str | None = None, clock: Callable[[], float] = time.perf_counter):
+        # without a device, synchronise whenever there is a GPU: a redundant sync costs microseconds,
+        # a missing one times only the launches
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.cuda = self.device.type == "cuda"
         self.clock = clock
 
