@@ -50,6 +50,20 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("technique", settings.techniques)
 
 
+def pytest_collection_finish(session):
+    """The cells this session will run (after -k and the like), so that a dataset's cells are
+    measured together when its first test asks."""
+    bench = session.config.stash.get(BENCH, None)
+    if bench is None:
+        return
+    plan: dict[str, list[str]] = {}
+    for item in session.items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "dataset" in params and "technique" in params:
+            plan.setdefault(params["dataset"], []).append(params["technique"])
+    bench.plan = plan
+
+
 @pytest.fixture(scope="session")
 def bench(pytestconfig) -> measure.Bench:
     return pytestconfig.stash[BENCH]

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                                        "`pytest bench/`.", epilog=EPILOG)
     options.add_bench_options(bench.add_argument)
     bench.add_argument("--json", type=Path, metavar="FILE",
-                       help="also write every record to this JSON file (rewritten after each cell, so an "
+                       help="also write every record to this JSON file (rewritten after each dataset, so an "
                             "interrupted run keeps what it measured)")
     bench.add_argument("--progress", action="store_true",
                        help="print a cell counter (cell 3/12: e2e_nlg ss) and per-prompt progress bars on stderr")
@@ -154,24 +154,29 @@ def cmd_bench(args) -> int:
 
     settings = options.settings(args)  # bad names, options or combinations fail here, before any work
     bench = measure.Bench(settings, progress=args.progress)
-    cells = [(d, t) for d in settings.datasets for t in settings.techniques]
+    failed = []
     try:
-        for i, (dataset, technique) in enumerate(cells, 1):
-            if args.progress:
-                print(f"cell {i}/{len(cells)}: {dataset} {technique}", file=sys.stderr)
-            record = bench.measure_cell(dataset, technique)
-            print(f"{dataset:>10} {technique:>8}: {record['tokens_per_s']:8.1f} tokens/s  "
-                  f"match_naive={record['match_naive']:.2f}", file=sys.stderr)
+        for dataset in settings.datasets:
+            for technique, result in bench.measure_dataset(dataset, settings.techniques).items():
+                if isinstance(result, Exception):
+                    failed.append(f"{dataset} {technique}: {type(result).__name__}: {result}")
+                    print(f"{dataset:>10} {technique:>8}: FAILED: {result}", file=sys.stderr)
+                else:
+                    print(f"{dataset:>10} {technique:>8}: {result['tokens_per_s']:8.1f} tokens/s  "
+                          f"match_naive={result['match_naive']:.2f}", file=sys.stderr)
             if args.json:
                 _write_json(args.json, bench.records)
     except KeyboardInterrupt:
         if bench.records:
             print(measure.table(bench.records))
         saved = f", {len(bench.records)} cells kept in {args.json}" if args.json and bench.records else ""
-        print(f"llmopt: interrupted after {len(bench.records)} of {len(cells)} cells{saved}", file=sys.stderr)
+        print(f"llmopt: interrupted after {len(bench.records)} cells{saved}", file=sys.stderr)
         return 130
-    print(measure.table(bench.records))
-    return 0
+    if bench.records:
+        print(measure.table(bench.records))
+    for line in failed:
+        print(f"llmopt: failed: {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _write_json(path: Path, records: list[dict]) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,8 @@ import transformers
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from . import data, near_ties, quality
-from .checkpoints import resolve_model_dir
+from . import data, near_ties, quality, timing
+from .checkpoints import fingerprint, resolve_model_dir
 from .models.gpt_neo import SHAPES
 from .options import Settings, build_strategy
 from .generation import Clock, Generation
@@ -42,6 +43,7 @@ class Workload:
     max_new_tokens: int
     eos_id: int
     tokenizer: object
+    fingerprint: str | None = None  # checkpoint_sha256 of the weights: outputs compare only between equal ones
 
 
 def default_device() -> str:
@@ -66,7 +68,15 @@ def build_workload(dataset: str, model: str = "125m", num_prompts: int = 32, max
     if max_new_tokens >= context:
         raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in a {context}-token context")
     prompts = [encode_prompt(tokenizer, ex.prompt, context - max_new_tokens) for ex in examples]
-    return Workload(dataset, model, objective, checkpoint, examples, prompts, max_new_tokens, tokenizer.eos_token_id, tokenizer)
+    return Workload(dataset, model, objective, checkpoint, examples, prompts, max_new_tokens, tokenizer.eos_token_id,
+                    tokenizer, checkpoint_fingerprint(checkpoint))
+
+
+def checkpoint_fingerprint(checkpoint: Path) -> str:
+    """The fingerprint train() recorded in llmopt.json, else computed from the weight files."""
+    info = checkpoint / "llmopt.json"
+    recorded = json.loads(info.read_text()).get("checkpoint_sha256") if info.is_file() else None
+    return recorded or fingerprint(checkpoint)
 
 
 def check_checkpoint(path: Path, streams: bool = False) -> None:
@@ -145,8 +155,12 @@ def output_hash(outputs: list[list[int]]) -> str:
 
 
 def summarize(strategy: Strategy, workload: Workload, passes: list[list[tuple[Generation, float]]],
-              reference: list[list[int]] | None = None, peak_memory_bytes: int | None = None) -> dict:
-    """The benchmark record of one (dataset, technique) cell from one or more passes."""
+              reference: list[list[int]] | None = None, peak_memory_bytes: int | None = None,
+              measured: timing.Measurement | None = None) -> dict:
+    """The benchmark record of one (dataset, technique) cell from one or more passes. With the
+    `measured` rounds of llmopt.timing, tokens/s is their robust median with its interval (a
+    round's rate: its tokens over the wall time of its pass); without, the median of Σ tokens /
+    Σ generate-call time per pass."""
     gens = [g for g, _ in passes[0]]
     outputs = [g.tokens for g in gens]
     if any(len(o) > workload.max_new_tokens for o in outputs):
@@ -169,6 +183,7 @@ def summarize(strategy: Strategy, workload: Workload, passes: list[list[tuple[Ge
         "checkpoint": workload.checkpoint.name if workload.checkpoint else None,
         "num_prompts": len(outputs),
         "max_new_tokens": workload.max_new_tokens,
+        "checkpoint_sha256": workload.fingerprint,
         "tokens_per_s": statistics.median(rates),
         "tokens_per_s_min": min(rates),
         "tokens_per_s_max": max(rates),
@@ -193,11 +208,38 @@ def summarize(strategy: Strategy, workload: Workload, passes: list[list[tuple[Ge
         "samples": texts[:3],
     }
     record.update(speculative_stats(gens))
+    if measured is not None:
+        record.update(timing_stats(measured))
     if reference is not None and record["match_naive"] < 1 and workload.checkpoint is not None:
         found = near_ties.explain(workload.checkpoint, workload.prompts, outputs, reference, strategy.dtype,
                                   strategy.device)
         record.update(near_ties.summary(found, strategy.dtype))
     return record
+
+
+def timing_stats(measured: timing.Measurement) -> dict:
+    """What the timed rounds say: the robust median and its interval, every round's rate, start
+    and device time, the flagged outliers, and whether the stopping rule converged."""
+    rates = measured.values
+    device = [s.device_s for s in measured.samples]
+    device_rates = [s.device_rate for s in measured.samples if s.device_s]
+    return {
+        "tokens_per_s": measured.median,
+        "tokens_per_s_ci": list(measured.ci) if measured.ci else None,
+        "tokens_per_s_min": min(rates),
+        "tokens_per_s_max": max(rates),
+        "tokens_per_s_rounds": rates,
+        "rounds": measured.rounds,
+        "outlier_rounds": measured.outliers,
+        "converged": measured.converged,
+        "timed_s": sum(s.wall_s for s in measured.samples),
+        "round_start_unix": [s.start_unix for s in measured.samples],
+        "round_wall_s": [s.wall_s for s in measured.samples],
+        "round_device_s": device if any(d is not None for d in device) else None,
+        # the device's time per token: for a captured step the stable measure; for an eager step
+        # the host's time is the cost, and the device idles between its kernels
+        "device_tokens_per_s": timing.summarize(device_rates).median if device_rates else None,
+    }
 
 
 def speculative_stats(gens: list[Generation]) -> dict:
@@ -213,23 +255,61 @@ def speculative_stats(gens: list[Generation]) -> dict:
 
 
 def measure(strategy: Strategy, workload: Workload, rounds: int = 3, warmup_prompts: int = 4,
-            reference: list[list[int]] | None = None, progress: bool = False, timed=None) -> dict:
-    """Warm up, then time `rounds` passes over the workload: the one warm-up/measure sequence.
-    `timed(fn, rounds)` runs the timed passes (pytest hands them to benchmark.pedantic)."""
-    run_pass(strategy, workload, workload.prompts[:warmup_prompts])  # allocator, kernels, caches
-    reset_peak_memory(strategy.device)
-    passes = []
-
-    def one_pass():
-        passes.append(run_pass(strategy, workload, progress=progress))
-
-    (timed or _repeat)(one_pass, rounds)
-    return summarize(strategy, workload, passes, reference, peak_memory(strategy.device))
+            reference: list[list[int]] | None = None, progress: bool = False) -> dict:
+    """Warm up, then time exactly `rounds` passes of one strategy (the scripts' sweeps); a
+    benchmark session (`Bench`) times its cells to a stopping rule instead."""
+    cell = Cell(strategy.name, strategy, 0.0, 0)
+    cell.warm_up(workload, warmup_prompts)
+    rule = timing.StopRule(min_time_s=0, max_time_s=0, min_rounds=rounds, max_rounds=rounds)
+    measured = timing.measure_until(cell.pass_fn(workload, progress), **_rule_args(rule), timer=cell.timer)
+    return cell.record(workload, measured, reference)
 
 
-def _repeat(fn, rounds: int) -> None:
-    for _ in range(rounds):
-        fn()
+def _rule_args(rule: timing.StopRule) -> dict:
+    return dict(min_time_s=rule.min_time_s, max_time_s=rule.max_time_s, rel_ci=rule.rel_ci,
+                min_rounds=rule.min_rounds, max_rounds=rule.max_rounds)
+
+
+class Cell:
+    """One technique prepared on a dataset's checkpoint, and what its timed passes left."""
+
+    def __init__(self, technique: str, strategy: Strategy, prepare_s: float, resident_bytes: int):
+        self.technique, self.strategy, self.prepare_s = technique, strategy, prepare_s
+        self.resident_bytes = resident_bytes  # what prepare() left on the device: weights, caches, graphs
+        self.timer = timing.PassTimer(strategy.device)
+        self.passes: list[list[tuple[Generation, float]]] = []
+        self.warmup: timing.Warmup | None = None
+        self.transient_bytes: int | None = None
+
+    def pass_fn(self, workload: Workload, progress: bool = False):
+        """A timed pass over every prompt for llmopt.timing: keeps the pass, returns its tokens."""
+        def one_pass() -> int:
+            results = run_pass(self.strategy, workload, progress=progress)
+            self.passes.append(results)
+            return sum(len(g.tokens) for g, _ in results)
+        return one_pass
+
+    def warm_up(self, workload: Workload, prompts: int = 4) -> None:
+        """Passes over a few prompts until their time per token is steady (compilation, capture,
+        allocator growth and autotuning stay out of the numbers); their peak memory is recorded."""
+        device = self.strategy.device
+        base = allocated_memory(device)
+        reset_peak_memory(device)
+        warm = workload.prompts[:prompts]
+        self.warmup = timing.warm_up(lambda: sum(len(g.tokens) for g, _ in run_pass(self.strategy, workload, warm)),
+                                     timer=self.timer)
+        peak = peak_memory(device)
+        self.transient_bytes = None if peak is None else peak - base
+
+    def record(self, workload: Workload, measured: timing.Measurement, reference) -> dict:
+        peak = None if self.transient_bytes is None else self.resident_bytes + self.transient_bytes
+        record = summarize(self.strategy, workload, self.passes, reference, peak, measured)
+        record.update(prepare_s=self.prepare_s, warmup_passes=self.warmup.passes, warmup_steady=self.warmup.steady)
+        return record
+
+
+def allocated_memory(device) -> int:
+    return torch.cuda.memory_allocated(device) if torch.device(device).type == "cuda" else 0
 
 
 def prepare(strategy: Strategy, workload: Workload, device) -> float:
@@ -251,20 +331,27 @@ def plain_outputs(workload: Workload, dtype, device) -> list[list[int]]:
 class Bench:
     """One benchmark session, whichever front end drives it (pytest or `llmopt bench`): the
     workloads (checkpoints trained once per dataset), the plain-decoding references per (dataset,
-    dtype), and the records measured so far, in order."""
+    dtype), and the records measured so far, in order.
 
-    def __init__(self, settings: Settings, progress: bool = True):
+    A dataset's cells are measured together (`measure_dataset`): each is prepared and warmed up,
+    then all are timed round by round (`--interleave cells`, the default) so that drift on the
+    machine hits them alike and each cell's speed-up over `naive` is a ratio of same-cycle rounds;
+    or one after another (`--interleave off`)."""
+
+    def __init__(self, settings: Settings, progress: bool = False):
         self.settings, self.progress = settings, progress
         self.records: list[dict] = []
+        self.results: dict[tuple[str, str], dict | Exception] = {}  # cell -> its record or why it failed
+        self.plan: dict[str, list[str]] = {d: list(settings.techniques) for d in settings.datasets}
         self._workloads: dict[str, Workload] = {}
         self._references: dict[tuple, list[list[int]]] = {}
+        self._counted = 0
 
     def workload(self, dataset: str) -> Workload:
         if dataset not in self._workloads:
             s = self.settings
             self._workloads[dataset] = build_workload(dataset, s.model, s.num_prompts, s.max_new_tokens,
-                                                      data_dir=s.data_dir, device=s.device, progress=self.progress,
-                                                      objective=s.objective)
+                                                      data_dir=s.data_dir, device=s.device, objective=s.objective)
         return self._workloads[dataset]
 
     def reference(self, dataset: str, dtype) -> list[list[int]]:
@@ -273,17 +360,82 @@ class Bench:
             self._references[dataset, dtype] = plain_outputs(self.workload(dataset), dtype, self.settings.device)
         return self._references[dataset, dtype]
 
-    def measure_cell(self, dataset: str, technique: str, timed=None) -> dict:
-        """Prepare the technique on the dataset's checkpoint, measure it and keep its record."""
-        workload = self.workload(dataset)
-        strategy = build_strategy(technique, self.settings.options_for(technique))
-        prepare_s = prepare(strategy, workload, self.settings.device)
-        reference = self.reference(dataset, strategy.dtype)
-        record = measure(strategy, workload, self.settings.rounds, reference=reference,
-                         progress=self.progress, timed=timed)
-        record["prepare_s"] = prepare_s
-        self.records.append(record)
-        return record
+    def cell(self, dataset: str, technique: str) -> dict:
+        """The record of a cell, measuring its dataset's planned cells (together) first if need
+        be; raises what made the cell fail."""
+        if (dataset, technique) not in self.results:
+            planned = self.plan.get(dataset, [])
+            self.measure_dataset(dataset, planned if technique in planned else [technique])
+        found = self.results[dataset, technique]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def measure_dataset(self, dataset: str, techniques: list[str]) -> dict[str, dict | Exception]:
+        """Measure the cells of one dataset; returns technique -> record, or the exception that
+        stopped it (a cell that cannot prepare does not stop the others)."""
+        s, workload = self.settings, self.workload(dataset)
+        cells: dict[str, Cell] = {}
+        out: dict[str, dict | Exception] = {}
+        for technique in techniques:
+            self._counted += 1
+            if self.progress:
+                total = sum(len(t) for t in self.plan.values())
+                print(f"cell {self._counted}/{max(total, self._counted)}: {dataset} {technique}", file=sys.stderr)
+            try:
+                strategy = build_strategy(technique, s.options_for(technique))
+                self.reference(dataset, strategy.dtype)  # before this strategy's model takes memory
+                cells[technique] = self._prepare(strategy, workload)
+                if not s.interleave:  # one after another: time it now, then free it
+                    out[technique] = self._time({technique: cells.pop(technique)}, workload)[technique]
+            except Exception as exc:  # noqa: BLE001 - reported as that cell's failure
+                out[technique] = exc
+        if cells:
+            try:
+                out.update(self._time(cells, workload))
+            except Exception as exc:  # noqa: BLE001 - a pass failed mid-way: every cell timed with it fails
+                out.update({t: exc for t in cells})
+        del cells
+        if torch.device(s.device).type == "cuda":
+            torch.cuda.empty_cache()
+        naive = out.get("naive")
+        for technique in techniques:  # in the order asked for
+            record = out[technique]
+            if isinstance(record, dict) and isinstance(naive, dict) and "speedup_over_naive" not in record:
+                record["speedup_over_naive"] = record["tokens_per_s"] / naive["tokens_per_s"]  # unpaired
+            self.results[dataset, technique] = record
+            if not isinstance(record, Exception):
+                self.records.append(record)
+        return out
+
+    def _prepare(self, strategy: Strategy, workload: Workload) -> Cell:
+        device = self.settings.device
+        before = allocated_memory(device)
+        prepare_s = prepare(strategy, workload, device)
+        cell = Cell(strategy.name, strategy, prepare_s, allocated_memory(device) - before)
+        cell.warm_up(workload)
+        return cell
+
+    def _time(self, cells: dict[str, Cell], workload: Workload) -> dict[str, dict]:
+        """Time the cells together under the stopping rule; naive, when among them, runs as long
+        as any other so that every round of every cell has a naive round of its cycle."""
+        rule = self.settings.stop_rule()
+        reference = "naive" if "naive" in cells and len(cells) > 1 else None
+        timer = next(iter(cells.values())).timer
+        measured = timing.interleave({t: c.pass_fn(workload, self.progress) for t, c in cells.items()}, rule,
+                                     reference=reference, timer=timer)
+        records = {}
+        for technique, cell in cells.items():
+            dtype = cell.strategy.dtype
+            record = cell.record(workload, measured[technique], self.reference(workload.dataset, dtype))
+            record["interleaved_with"] = sorted(set(cells) - {technique})
+            if reference and technique != reference:
+                ratio = timing.paired_ratio(measured[technique].samples, measured[reference].samples)
+                record.update(speedup_over_naive=ratio.median,
+                              speedup_over_naive_ci=list(ratio.ci) if ratio.ci else None,
+                              speedup_over_naive_rounds=ratio.values)
+            records[technique] = record
+        return records
 
 
 def table(records: list[dict]) -> str:

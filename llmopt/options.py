@@ -17,13 +17,16 @@ from pathlib import Path
 
 import torch
 
-from . import data
+from . import data, timing
 from .strategies import get_strategy, technique_objective, technique_parts, validate_technique
 
 DEFAULT_TECHNIQUES = ("hf", "naive", "half", "ss")
-# A GPU run measures the real workload; a CPU run (CI) is a smoke run of the tiny shape.
-GPU_DEFAULTS = dict(model="125m", num_prompts=32, max_new_tokens=128, rounds=3)
-CPU_DEFAULTS = dict(model="tiny", num_prompts=2, max_new_tokens=16, rounds=1)
+# A GPU run measures the real workload until its median is tight (llmopt.timing: at least 10
+# rounds and 10 s of timed work per cell, at most 60 s); a CPU run (CI) is a smoke run of the tiny
+# shape: exactly its rounds.
+GPU_DEFAULTS = dict(model="125m", num_prompts=32, max_new_tokens=128, rounds=timing.MIN_ROUNDS,
+                    min_time=timing.MIN_TIME_S, max_time=timing.MAX_TIME_S)
+CPU_DEFAULTS = dict(model="tiny", num_prompts=2, max_new_tokens=16, rounds=1, min_time=0.0, max_time=0.0)
 
 
 def _bad(message: str):
@@ -37,6 +40,16 @@ def positive_int(text: str) -> int:
         raise _bad(f"expected a positive whole number, got {text!r}") from None
     if value < 1:
         raise _bad(f"must be at least 1, got {value}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise _bad(f"expected seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise _bad(f"seconds must be 0 or more, got {value}")
     return value
 
 
@@ -132,7 +145,20 @@ def add_bench_options(addoption) -> None:
               help=f"new tokens per prompt at most (default {gpu['max_new_tokens']} on a GPU, "
                    f"{cpu['max_new_tokens']} on a CPU)")
     addoption("--rounds", type=positive_int, default=None, metavar="N",
-              help=f"timed passes over the prompts (default {gpu['rounds']} on a GPU, {cpu['rounds']} on a CPU)")
+              help=f"timed passes over the prompts per cell, at least (default {gpu['rounds']} on a GPU, "
+                   f"{cpu['rounds']} on a CPU)")
+    addoption("--min-time", dest="min_time", type=seconds, default=None, metavar="S",
+              help=f"timed work per cell, at least (default {gpu['min_time']:g} s on a GPU, {cpu['min_time']:g} on a CPU); "
+                   f"then rounds go on until the {timing.CONFIDENCE:.0%} interval of the median is within --target-ci")
+    addoption("--max-time", dest="max_time", type=seconds, default=None, metavar="S",
+              help=f"timed work per cell, at most, once --rounds are done (default {gpu['max_time']:g} s on a GPU, "
+                   f"{cpu['max_time']:g} on a CPU: exactly --rounds rounds); a cell stopped by it is marked not converged")
+    addoption("--target-ci", dest="target_ci", type=fraction, default=None, metavar="FRACTION",
+              help=f"relative width of the median's confidence interval to stop at (default {timing.REL_CI})")
+    addoption("--interleave", dest="interleave", default=None, choices=("cells", "off"),
+              help="cells (default): time a dataset's cells round by round (A B C, B C A, ...), so drift between "
+                   "them cancels and each cell's speed-up over naive is paired by round; off: one cell after another "
+                   "(less GPU memory: one model loaded at a time)")
     addoption("--strategy-options", dest="strategy_options", type=strategy_table, default=None, metavar="JSON",
               help='options per technique part, e.g. \'{"ss": {"topk": "2,1,1,1"}, "graphs": {"runtime": '
                    '"torch.compile"}}\': every technique containing that part gets them')
@@ -156,6 +182,16 @@ class Settings:
     device: str
     data_dir: str | None = None
     strategy_options: dict = field(default_factory=dict)
+    min_time: float = 0.0
+    max_time: float = 0.0
+    target_ci: float = timing.REL_CI
+    interleave: bool = True
+
+    def stop_rule(self) -> timing.StopRule:
+        """When a cell has been timed enough (llmopt.timing.StopRule)."""
+        return timing.StopRule(min_time_s=self.min_time, max_time_s=max(self.max_time, self.min_time),
+                               rel_ci=self.target_ci, min_rounds=self.rounds,
+                               max_rounds=max(self.rounds, timing.MAX_ROUNDS))
 
     def options_for(self, technique: str) -> dict:
         """The options of `technique`: each part of a '+' name brings its own entry."""
@@ -182,7 +218,9 @@ def settings(values) -> Settings:
         num_prompts=get("num_prompts") or defaults["num_prompts"],
         max_new_tokens=get("max_new_tokens") or defaults["max_new_tokens"],
         rounds=get("rounds") or defaults["rounds"], device=device, data_dir=get("data_dir"),
-        strategy_options=get("strategy_options") or {})
+        strategy_options=get("strategy_options") or {},
+        min_time=_given(get("min_time"), defaults["min_time"]), max_time=_given(get("max_time"), defaults["max_time"]),
+        target_ci=_given(get("target_ci"), timing.REL_CI), interleave=(get("interleave") or "cells") == "cells")
     if result.objective == "lm" and objective_for(techniques) == "ss":
         needy = [t for t in techniques if technique_objective(t) == "ss"]
         raise ValueError(f"--objective lm: {', '.join(needy)} need{'s' * (len(needy) == 1)} a checkpoint trained "
@@ -193,7 +231,12 @@ def settings(values) -> Settings:
                          f"({', '.join(techniques)})")
     for technique in techniques:
         build_strategy(technique, result.options_for(technique))  # bad options fail now, before any work
+    result.stop_rule()  # an impossible stopping rule too
     return result
+
+
+def _given(value, default):
+    return default if value is None else value
 
 
 def objective_for(techniques: list[str]) -> str:

@@ -244,7 +244,8 @@ class Verdict(NamedTuple):
 class StopRule:
     """When a cell has been timed enough: at least `min_rounds` rounds and `min_time_s` seconds of
     timed work, then until the interval of the median tokens/s is narrower than `rel_ci` of it, or
-    until `max_rounds` rounds or `max_time_s` seconds (then it has not converged)."""
+    until `max_rounds` rounds or `max_time_s` seconds (then it has not converged). `max_time_s = 0`
+    times exactly `min_rounds` rounds (a smoke run)."""
 
     min_time_s: float = MIN_TIME_S
     max_time_s: float = MAX_TIME_S
@@ -263,7 +264,9 @@ class StopRule:
         timed = sum(s.wall_s for s in samples)
         enough = len(samples) >= self.min_rounds and timed >= self.min_time_s
         converged = enough and summary.rel_ci_width < self.rel_ci
-        capped = len(samples) >= self.max_rounds or timed >= self.max_time_s
+        # the time cap stops a noisy cell, but never before its minimum rounds (a floor, as in
+        # pytest-benchmark's min_rounds)
+        capped = len(samples) >= self.max_rounds or (timed >= self.max_time_s and len(samples) >= self.min_rounds)
         return Verdict(summary, converged, done=converged or capped)
 
 
