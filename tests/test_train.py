@@ -7,9 +7,9 @@ import torch
 from transformers import AutoTokenizer, GPTNeoForCausalLM
 
 from llmopt import train as training
-from llmopt.data import Example
 from llmopt.models.gpt_neo import GPTNeo
 from llmopt.tokenizer import EOS, encode_example, encode_prompt, train_tokenizer
+from train_worker import EXAMPLES
 
 TEXTS = [f"name[Place {i}], food[{f}] -> Place {i} serves {f} food." for i in range(60) for f in ("Thai", "Indian")]
 
@@ -38,10 +38,8 @@ def test_encoding_masks_the_prompt_and_ends_with_eos():
 
 @pytest.fixture
 def toy_data(monkeypatch):
-    examples = [Example(f"t{i}", f"name[Place {i % 7}], food[{f}]\nDescription:", f" Place {i % 7} serves {f} food.",
-                        (f"Place {i % 7} serves {f} food.",)) for i in range(64) for f in ("Thai", "Indian")]
-    monkeypatch.setattr(training.data, "load_split", lambda name, split, data_dir=None: examples)
-    return examples
+    monkeypatch.setattr(training.data, "load_split", lambda name, split, data_dir=None: EXAMPLES)
+    return EXAMPLES
 
 
 def test_loss_falls_and_checkpoint_loads_everywhere(tmp_path, toy_data, monkeypatch):
