@@ -64,13 +64,38 @@ def test_gate_fails_on_a_drop_and_on_a_changed_hash_separately(tmp_path):
     assert "gate: FAILED (4 failures)" in text
 
 
-def test_cells_in_one_run_only_are_listed_not_failed(tmp_path):
+def test_a_baseline_cell_the_run_lacks_fails_and_a_new_cell_is_listed(tmp_path):
     base = compare.load_run(saved_run(tmp_path / "base.json", matrix()))
     cur = compare.load_run(saved_run(tmp_path / "cur.json", matrix()[3:] + [cell("spider", "ss", 500.0)]))
-    assert compare.gate(cur, base) == []
-    text = compare.render(cur, base, [], 0.05)
-    assert "only in baseline (not gated): spider/hf, spider/naive, spider/half" in text
+    failures = compare.gate(cur, base)
+    assert [(f.cell, f.kind) for f in failures] == [(("spider", t), "missing") for t in ("hf", "naive", "half")]
+    text = compare.render(cur, base, failures, 0.05)
+    assert "missing (in the baseline, not measured):" in text and "  spider/naive: " in text
     assert "only in current (not gated): spider/ss" in text
+    assert text.endswith("gate: FAILED (3 failures)")
+
+
+def test_a_baseline_cell_the_run_did_not_select_is_not_gated(tmp_path):
+    base = compare.load_run(saved_run(tmp_path / "base.json", matrix()))
+    cur = compare.load_run(saved_run(tmp_path / "cur.json", matrix()[3:]))  # dialogsum and e2e_nlg only
+    selected = compare.selected_by(["dialogsum", "e2e_nlg"], ["hf", "naive", "half"])
+    assert compare.gate(cur, base, selected=selected) == []
+    text = compare.render(cur, base, [], 0.05, selected=selected)
+    assert "not selected, not gated: spider/hf, spider/naive, spider/half" in text
+    assert text.endswith("gate: passed")
+    # asked for (the technique is selected) but not measured: missing
+    failures = compare.gate(cur, base, selected=compare.selected_by(DATASETS, ["naive"]))
+    assert [(f.cell, f.kind) for f in failures] == [(("spider", "naive"), "missing")]
+
+
+def test_a_run_that_compared_nothing_fails(tmp_path):
+    base = compare.load_run(saved_run(tmp_path / "base.json", matrix()))
+    cur = compare.load_run(saved_run(tmp_path / "cur.json", []))
+    everything_else = compare.selected_by([], [])  # even with every baseline cell selected out
+    failures = compare.gate(cur, base, selected=everything_else)
+    assert [(f.cell, f.kind) for f in failures] == [(None, "empty")]
+    text = compare.render(cur, base, failures, 0.05, selected=everything_else)
+    assert "nothing compared:" in text and text.endswith("gate: FAILED (1 failure)")
 
 
 def test_gate_refuses_another_workload_cell(tmp_path):
