@@ -14,6 +14,7 @@ CACHE_ENV = "LLMOPT_CACHE_DIR"
 # The files that hold weights: single or sharded safetensors, legacy .bin, and the streams' own file
 # (spec_stream.model.STREAM_WEIGHTS). Config and tokenizer files are not weights.
 WEIGHT_PATTERNS = ("model*.safetensors", "pytorch_model*.bin", "spec_stream.safetensors")
+FINGERPRINT_KEY = "checkpoint_sha256"  # the name of `fingerprint` in llmopt.json and in every benchmark record
 
 
 def cache_dir() -> Path:

@@ -29,10 +29,13 @@ from typing import Callable
 
 from scipy.stats import mannwhitneyu
 
+from .checkpoints import FINGERPRINT_KEY
+
 Cell = tuple[str, str]  # (dataset, technique)
 
 # A cell measured on another workload is not comparable: its speed and its hash differ by design.
 WORKLOAD_KEYS = ("model", "objective", "num_prompts", "max_new_tokens")
+NAIVE = "naive"  # the technique speed-ups are quoted against (benchmark-protocol.md)
 VERSIONS = (("driver", "driver_version"), ("CUDA", "cuda_version"), ("torch", "torch_version"),
             ("transformers", "transformers_version"), ("Python", "python_version"))
 
@@ -77,7 +80,8 @@ class Run:
         its own: the gate's final verdict on `suspects` is made on the new samples."""
         new = {(r["dataset"], r["technique"]) for r in records}
         if unknown := new - self.cells.keys():
-            raise ValueError(f"{self.name}: re-measured cells it never measured: {', '.join(map(_name, sorted(unknown)))}")
+            raise ValueError(f"{self.name}: re-measured cells it never measured: "
+                             f"{', '.join(map(_name, sorted(unknown)))}")
         replaced = {id(self.cells[c]) for c in new}
         kept = [r for r in self.records if id(r) not in replaced]
         return Run(f"{self.name} (re-measured {', '.join(map(_name, sorted(new)))})", self.machine_info,
@@ -128,10 +132,6 @@ def selected_by(datasets, techniques) -> Callable[[Cell], bool]:
     return lambda cell: cell[0] in datasets and cell[1] in techniques
 
 
-def shared_cells(current: Run, baseline: Run) -> list[Cell]:
-    return [c for c in baseline.cells if c in current.cells]
-
-
 def only_in(run: Run, other: Run) -> list[Cell]:
     return [c for c in run.cells if c not in other.cells]
 
@@ -169,8 +169,9 @@ class Shift:
 def shift(base_median: float, base: list[float], cur_median: float, cur: list[float], alpha: float) -> Shift:
     m, n = len(base), len(cur)
     logs = sorted(math.log(c) - math.log(b) for c in cur for b in base)
-    k = math.floor(m * n / 2 - NormalDist().inv_cdf(0.975) * math.sqrt(m * n * (m + n + 1) / 12))
-    k = max(k, 0)
+    # the interval runs from the C-th smallest to the C-th largest pairwise difference (C counted from 1)
+    c = math.floor(m * n / 2 - NormalDist().inv_cdf(0.975) * math.sqrt(m * n * (m + n + 1) / 12))
+    k = max(c - 1, 0)
     # the smallest p-value the exact test can give is 1 / C(m + n, m) (every current round below every baseline one)
     p = float(mannwhitneyu(cur, base, alternative="less").pvalue) if 1 / math.comb(m + n, m) < alpha else None
     return Shift(cur_median / base_median - 1, math.exp(logs[k]) - 1, math.exp(logs[-1 - k]) - 1, p)
@@ -186,18 +187,18 @@ def speedups(run: Run, cell: Cell) -> tuple[float, list[float]] | None:
     measurement wrote one, else from the naive cell (per round when both have as many rounds)."""
     record = run.cells[cell]
     if "speedup_over_naive" in record:
-        return record["speedup_over_naive"], list(record.get("speedup_over_naive_rounds") or [record["speedup_over_naive"]])
+        median = record["speedup_over_naive"]
+        return median, list(record.get("speedup_over_naive_rounds") or [median])
     naive = run.cells.get((cell[0], NAIVE))
     if naive is None:
         return None
     (median, rounds), (naive_median, naive_rounds) = rates(record), rates(naive)
-    per_round = [r / q for r, q in zip(rounds, naive_rounds)] if len(rounds) == len(naive_rounds) else [median / naive_median]
-    return median / naive_median, per_round
+    if len(rounds) != len(naive_rounds):
+        return median / naive_median, [median / naive_median]
+    return median / naive_median, [r / q for r, q in zip(rounds, naive_rounds)]
 
 
 # -- the verdict --------------------------------------------------------------------------------
-
-NAIVE = "naive"  # the technique speed-ups are quoted against (benchmark-protocol.md)
 
 
 @dataclass
@@ -253,14 +254,12 @@ def judge(current: Run, baseline: Run, tolerance: float = 0.05, alpha: float = 0
         if row.kind == "speed":
             failures.append(Failure(row.cell, "speed", _speed_message(row, alpha)))
 
-    other = {(_short(r.base.get(CHECKPOINT)), _short(r.cur.get(CHECKPOINT))) for r in rows if not r.outputs_compared}
+    other = {(_short(r.base.get(FINGERPRINT_KEY)), _short(r.cur.get(FINGERPRINT_KEY)))
+             for r in rows if not r.outputs_compared}
     if other:
         notes.append("outputs not compared: the baseline measured another checkpoint ("
                      + ", ".join(f"baseline {b} vs current {c}" for b, c in sorted(other)) + ")")
     return Judgement(rows, failures, notes)
-
-
-CHECKPOINT = "checkpoint_sha256"
 
 
 def _compare_cell(current: Run, baseline: Run, cell: Cell, alpha: float, failures: list[Failure]) -> Row:
@@ -276,7 +275,7 @@ def _compare_cell(current: Run, baseline: Run, cell: Cell, alpha: float, failure
     if cell[1] != NAIVE and (b := speedups(baseline, cell)) and (c := speedups(current, cell)):
         row.speedup = shift(*b, *c, alpha)
     # equal fingerprints (or neither run recorded one, as before fingerprints): the same weights
-    row.outputs_compared = base.get(CHECKPOINT) == cur.get(CHECKPOINT)
+    row.outputs_compared = base.get(FINGERPRINT_KEY) == cur.get(FINGERPRINT_KEY)
     if row.outputs_compared and base.get("output_sha256") != cur.get("output_sha256"):
         failures.append(Failure(cell, "output", f"output_sha256 {_short(base.get('output_sha256'))} -> "
                                                 f"{_short(cur.get('output_sha256'))}"))
@@ -288,7 +287,9 @@ def _speed_verdict(row: Row, tolerance: float, alpha: float, moved: bool) -> tup
     speed, speedup = row.speed, row.speedup
     few = " (too few rounds for a test)" if speed.p is None else ""
     if not speed.fell(tolerance, alpha):
-        return ("not significant", f"not significant (p={speed.p:.3g})") if speed.beyond(tolerance) else ("ok", "ok" + few)
+        if speed.beyond(tolerance):
+            return "not significant", f"not significant (p={speed.p:.3g})"
+        return "ok", "ok" + few
     if speedup is None:  # the naive cell, or no naive cell to divide by: absolute tokens/s alone
         return ("machine", "machine effect (the whole run moved)") if moved else ("speed", "SLOWER" + few)
     if speedup.fell(tolerance, alpha):

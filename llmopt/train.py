@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import data
 from .augment import augment_split
-from .checkpoints import atomic_dir, atomic_save, cache_dir, fingerprint
+from .checkpoints import FINGERPRINT_KEY, atomic_dir, atomic_save, cache_dir, fingerprint
 from .models.gpt_neo import SHAPES, GPTNeo, make_config
 from .spec_stream.loss import build_ss, ss_loss
 from .tokenizer import encode_example, load_tokenizer, train_tokenizer
@@ -300,7 +300,7 @@ def _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, sav
         info = {"dataset": dataset, "recipe": dataclasses.asdict(recipe), "train_time_s": elapsed,
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "parameters": sum(p.numel() for p in model.parameters()), "history": history,
-                "kept_step": best[1] if best else recipe.steps, "checkpoint_sha256": fingerprint(tmp)}
+                "kept_step": best[1] if best else recipe.steps, FINGERPRINT_KEY: fingerprint(tmp)}
         (tmp / "llmopt.json").write_text(json.dumps(info, indent=2))
     resume_path.unlink(missing_ok=True)
     return out_dir
