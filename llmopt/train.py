@@ -236,14 +236,15 @@ def _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, sav
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            rng.setstate(state["rng"])
             start, elapsed, history, best = state["step"], state["elapsed"], state["history"], state["best"]
 
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     stream = batches(encoded, recipe.batch_size, rng)
-    for _ in range(start):  # replay the batch order to where the saved run stopped
+    # replay the batch order from the seed to where the saved run stopped (restoring the generator's
+    # state instead would start a new epoch's shuffle there: another order than an uninterrupted run)
+    for _ in range(start):
         next(stream)
     bar = tqdm(total=recipe.steps, initial=start, disable=not progress, desc=f"train {dataset}", mininterval=5)
     t_last, tokens, skipped = time.perf_counter(), 0, 0
@@ -284,7 +285,7 @@ def _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, sav
         if (step + 1) % save_every == 0 and not last:
             atomic_save({"recipe": dataclasses.asdict(recipe), "model": model.state_dict(),
                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "rng": rng.getstate(), "step": step + 1, "elapsed": elapsed, "history": history,
+                         "step": step + 1, "elapsed": elapsed, "history": history,
                          "best": best},
                         resume_path)
             t_last = time.perf_counter()

@@ -7,6 +7,7 @@ import torch
 from transformers import AutoTokenizer, GPTNeoForCausalLM
 
 from llmopt import train as training
+from llmopt.checkpoints import fingerprint
 from llmopt.models.gpt_neo import GPTNeo
 from llmopt.tokenizer import EOS, encode_example, encode_prompt, train_tokenizer
 from train_worker import EXAMPLES
@@ -82,6 +83,9 @@ def test_interrupted_run_resumes_and_leaves_no_checkpoint(tmp_path, toy_data, mo
     history = json.loads((out / "llmopt.json").read_text())["history"]
     assert [h["step"] for h in history] == [10, 20]  # step 10 came from the saved state
     assert not out.with_name("ck.resume.pt").exists()
+    # and the resumed run wrote the weights an uninterrupted one writes (training is deterministic)
+    straight = training.train("e2e_nlg", recipe, tmp_path / "straight", device="cpu", progress=False, eval_every=10)
+    assert fingerprint(out) == fingerprint(straight) == json.loads((out / "llmopt.json").read_text())["checkpoint_sha256"]
 
 
 def test_recipe_key_changes_with_the_recipe():
