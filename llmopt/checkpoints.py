@@ -1,14 +1,20 @@
-"""Where trained checkpoints live, how they are written safely, and how a model is named."""
+"""Where trained checkpoints live, how they are written safely, how a model is named, and how its
+weights are fingerprinted (so that runs compare output hashes only between the same weights)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 CACHE_ENV = "LLMOPT_CACHE_DIR"
+# The files that hold weights: single or sharded safetensors, legacy .bin, and the streams' own file
+# (spec_stream.model.STREAM_WEIGHTS). Config and tokenizer files are not weights.
+WEIGHT_PATTERNS = ("model*.safetensors", "pytorch_model*.bin", "spec_stream.safetensors")
+FINGERPRINT_KEY = "checkpoint_sha256"  # the name of `fingerprint` in llmopt.json and in every benchmark record
 
 
 def cache_dir() -> Path:
@@ -60,3 +66,19 @@ def resolve_model_dir(spec: str) -> Path:
         return Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
     except Exception as exc:  # network down, unknown repo, ...
         raise FileNotFoundError(f"model {spec!r} is neither a local directory nor a reachable hub id: {exc}") from exc
+
+
+def fingerprint(directory: str | Path) -> str:
+    """sha256 over a checkpoint's weight files (WEIGHT_PATTERNS), sorted by name, each hashed as its
+    name and size, then its bytes, read in chunks so a multi-GB checkpoint never sits in memory at once."""
+    directory = Path(directory)
+    files = sorted({f for pattern in WEIGHT_PATTERNS for f in directory.glob(pattern) if f.is_file()})
+    if not files:
+        raise FileNotFoundError(f"{directory}: no weight files ({', '.join(WEIGHT_PATTERNS)})")
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.name}\0{f.stat().st_size}\0".encode())  # names and sizes delimit the files
+        with f.open("rb") as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -1,20 +1,41 @@
-"""Regression comparison of saved benchmark runs (benchmark-protocol.md, "Regression comparison").
+"""Regression comparison of saved benchmark runs (benchmark-protocol.md, "Regression comparison"
+and "Noise decides what a gate can see").
 
 A run is a pytest-benchmark JSON file; its cells are the `extra_info` records keyed by
-(dataset, technique). Speed is gated per cell with a tolerance; a changed output hash is a
-correctness alarm and is reported apart from speed. Runs of different GPU models are never
-compared: absolute tokens/s only mean something beside the GPU that produced them."""
+(dataset, technique). Runs of different GPU models are never compared: absolute tokens/s only mean
+something beside the GPU that produced them. The gate fails closed: a run that compared nothing,
+or lacks a cell the baseline has and the run asked for, fails.
+
+Speed: between processes, eager decoding at this size moves 10-25% with nothing changed, so two
+medians alone would raise false alarms. A cell is slower only when its median fell by more than the
+tolerance AND a one-sided Mann-Whitney U test on the per-round rates (what asv and Google
+Benchmark's compare.py do) finds the drop significant at `alpha`; with too few rounds for the test
+ever to reach `alpha`, the medians decide alone and the verdict says so. A slower cell whose
+speed-up over the same run's `naive` cell held is a machine effect (the whole host moved), not a
+regression; the speed-up is a ratio measured in one run, so it cancels what the machine did.
+
+Correctness: a changed output hash is an alarm, but only between runs of the same weights (the
+records' `checkpoint_sha256`, llmopt.checkpoints.fingerprint); another checkpoint decodes other
+tokens by design."""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
+from typing import Callable
+
+from scipy.stats import mannwhitneyu
+
+from .checkpoints import FINGERPRINT_KEY
 
 Cell = tuple[str, str]  # (dataset, technique)
 
 # A cell measured on another workload is not comparable: its speed and its hash differ by design.
 WORKLOAD_KEYS = ("model", "objective", "num_prompts", "max_new_tokens")
+NAIVE = "naive"  # the technique speed-ups are quoted against (benchmark-protocol.md)
 VERSIONS = (("driver", "driver_version"), ("CUDA", "cuda_version"), ("torch", "torch_version"),
             ("transformers", "transformers_version"), ("Python", "python_version"))
 
@@ -54,6 +75,18 @@ class Run:
         versions = self.versions()
         return f"{self.name}: {self.gpu}{f' ({versions})' if versions else ''}, {self.datetime}"
 
+    def with_remeasured(self, records: list[dict]) -> Run:
+        """This run with re-measured cells (`records`, as the measurement writes them) in place of
+        its own: the gate's final verdict on `suspects` is made on the new samples."""
+        new = {(r["dataset"], r["technique"]) for r in records}
+        if unknown := new - self.cells.keys():
+            raise ValueError(f"{self.name}: re-measured cells it never measured: "
+                             f"{', '.join(map(_name, sorted(unknown)))}")
+        replaced = {id(self.cells[c]) for c in new}
+        kept = [r for r in self.records if id(r) not in replaced]
+        return Run(f"{self.name} (re-measured {', '.join(map(_name, sorted(new)))})", self.machine_info,
+                   self.datetime, kept + list(records), self.commit)
+
 
 def load_run(path: str | Path) -> Run:
     """A pytest-benchmark JSON file (`--benchmark-save` / `--benchmark-json`) as a Run."""
@@ -86,42 +119,206 @@ def check_same_gpu(current: Run, baseline: Run) -> None:
 
 @dataclass(frozen=True)
 class Failure:
-    cell: Cell
-    kind: str  # "speed", "output" (a correctness alarm) or "workload" (not comparable)
+    cell: Cell | None  # None: the run as a whole ("empty")
+    # "speed", "output" (a correctness alarm), "workload" (not comparable), "missing" (a baseline
+    # cell the run asked for but did not measure) or "empty" (nothing was compared)
+    kind: str
     message: str
 
 
-def shared_cells(current: Run, baseline: Run) -> list[Cell]:
-    return [c for c in baseline.cells if c in current.cells]
+def selected_by(datasets, techniques) -> Callable[[Cell], bool]:
+    """`gate`'s `selected` for a run that asked for these datasets and techniques."""
+    datasets, techniques = set(datasets), set(techniques)
+    return lambda cell: cell[0] in datasets and cell[1] in techniques
 
 
 def only_in(run: Run, other: Run) -> list[Cell]:
     return [c for c in run.cells if c not in other.cells]
 
 
-def gate(current: Run, baseline: Run, tolerance: float = 0.05) -> list[Failure]:
-    """Failures of `current` against `baseline`: tokens/s more than `tolerance` (a fraction)
-    below the baseline, a changed output hash, or a cell measured on another workload.
-    Cells present in only one run are not failures (see `only_in`)."""
+# -- one comparison of two samples --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Shift:
+    """How a rate (tokens/s, or a speed-up over naive) moved from the baseline's samples to the
+    current's. `change` is the ratio of the medians - 1 (what the tolerance is applied to).
+    `low`..`high` is a 95% interval on the ratio - 1: the distribution-free (Moses) interval of the
+    Hodges-Lehmann estimate, i.e. order statistics of the pairwise log-ratios picked by the normal
+    approximation of the Mann-Whitney statistic; with too few rounds for that it widens to the full
+    range of the pairwise ratios. `p` is the one-sided Mann-Whitney U p-value that the current rates
+    are lower, None when the rounds are too few for the test ever to reach alpha."""
+
+    change: float
+    low: float
+    high: float
+    p: float | None
+
+    def beyond(self, tolerance: float) -> bool:
+        return self.change < -tolerance
+
+    def fell(self, tolerance: float, alpha: float) -> bool:
+        """Down by more than the tolerance, and significantly so where a test is possible (with too
+        few rounds the medians decide alone: never a silent pass)."""
+        return self.beyond(tolerance) and (self.p is None or self.p < alpha)
+
+    def describe(self, alpha: float) -> str:
+        return f"{self.change:+.1%} [{self.low:+.1%}, {self.high:+.1%}], " + (
+            f"p={self.p:.3g}" if self.p is not None else f"too few rounds for a test at alpha={alpha:g}")
+
+
+def shift(base_median: float, base: list[float], cur_median: float, cur: list[float], alpha: float) -> Shift:
+    m, n = len(base), len(cur)
+    logs = sorted(math.log(c) - math.log(b) for c in cur for b in base)
+    # the interval runs from the C-th smallest to the C-th largest pairwise difference (C counted from 1)
+    c = math.floor(m * n / 2 - NormalDist().inv_cdf(0.975) * math.sqrt(m * n * (m + n + 1) / 12))
+    k = max(c - 1, 0)
+    # the smallest p-value the exact test can give is 1 / C(m + n, m) (every current round below every baseline one)
+    p = float(mannwhitneyu(cur, base, alternative="less").pvalue) if 1 / math.comb(m + n, m) < alpha else None
+    return Shift(cur_median / base_median - 1, math.exp(logs[k]) - 1, math.exp(logs[-1 - k]) - 1, p)
+
+
+def rates(record: dict) -> tuple[float, list[float]]:
+    """A cell's median tokens/s and per-round rates (older runs may hold one median alone)."""
+    return record["tokens_per_s"], list(record.get("tokens_per_s_rounds") or [record["tokens_per_s"]])
+
+
+def speedups(run: Run, cell: Cell) -> tuple[float, list[float]] | None:
+    """A cell's speed-up over the same run's naive cell of its dataset: the record's own when the
+    measurement wrote one, else from the naive cell (per round when both have as many rounds)."""
+    record = run.cells[cell]
+    if "speedup_over_naive" in record:
+        median = record["speedup_over_naive"]
+        return median, list(record.get("speedup_over_naive_rounds") or [median])
+    naive = run.cells.get((cell[0], NAIVE))
+    if naive is None:
+        return None
+    (median, rounds), (naive_median, naive_rounds) = rates(record), rates(naive)
+    if len(rounds) != len(naive_rounds):
+        return median / naive_median, [median / naive_median]
+    return median / naive_median, [r / q for r, q in zip(rounds, naive_rounds)]
+
+
+# -- the verdict --------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One compared cell: how its speed moved, and what that means."""
+    cell: Cell
+    base: dict
+    cur: dict
+    speed: Shift | None = None  # None: not comparable (another workload)
+    speedup: Shift | None = None  # None: the naive cell itself, or no naive cell to divide by
+    outputs_compared: bool = False
+    kind: str = "ok"  # of the speed verdict: "ok", "not significant", "machine", "speed" or "workload"
+    verdict: str = "ok"  # the same in words, for the table (which adds an output alarm)
+
+
+@dataclass
+class Judgement:
+    rows: list[Row]
+    failures: list[Failure]
+    notes: list[str]  # run-wide lines for render: cells not selected, the machine, other checkpoints
+
+
+def judge(current: Run, baseline: Run, tolerance: float = 0.05, alpha: float = 0.05,
+          selected: Callable[[Cell], bool] | None = None) -> Judgement:
+    """Every cell of `baseline` against `current` (see the module docstring). `selected` says which
+    cells the current run asked for (`selected_by`); None: every baseline cell is expected."""
     if not 0 <= tolerance < 1:
         raise ValueError(f"tolerance is a fraction in [0, 1), got {tolerance}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha is a significance level in (0, 1), got {alpha}")
     check_same_gpu(current, baseline)
-    failures = []
-    for cell in shared_cells(current, baseline):
-        base, cur = baseline.cells[cell], current.cells[cell]
-        # a key an older run did not record yet is unknown, not different
-        differs = [f"{k} {base[k]} -> {cur[k]}" for k in WORKLOAD_KEYS if k in base and k in cur and base[k] != cur[k]]
-        if differs:
-            failures.append(Failure(cell, "workload", "not comparable: " + ", ".join(differs)))
-            continue
-        floor = base["tokens_per_s"] * (1 - tolerance)
-        if cur["tokens_per_s"] < floor:
-            failures.append(Failure(cell, "speed", f"{cur['tokens_per_s']:.1f} tokens/s < {floor:.1f} "
-                                                   f"(baseline {base['tokens_per_s']:.1f} - {tolerance:.0%})"))
-        if base.get("output_sha256") != cur.get("output_sha256"):
-            failures.append(Failure(cell, "output", f"output_sha256 {_short(base.get('output_sha256'))} -> "
-                                                    f"{_short(cur.get('output_sha256'))}"))
-    return failures
+    rows, failures, notes = [], [], []
+    for cell in baseline.cells:
+        if cell in current.cells:
+            rows.append(_compare_cell(current, baseline, cell, alpha, failures))
+        elif selected is None or selected(cell):
+            failures.append(Failure(cell, "missing", "in the baseline, asked for, not measured in this run"))
+    if not_selected := [c for c in only_in(baseline, current) if selected is not None and not selected(c)]:
+        notes.append("not selected, not gated: " + ", ".join(map(_name, not_selected)))
+    if not rows:
+        failures.append(Failure(None, "empty", "no cell was compared: this run measured none of the baseline's cells"))
+
+    timed = [r for r in rows if r.speed is not None]
+    fell = [r for r in timed if r.speed.fell(tolerance, alpha)]
+    # most cells, naive among them, fell together: the host, not the code, moved
+    moved = len(fell) > len(timed) / 2 and any(r.cell[1] == NAIVE for r in fell)
+    if moved:
+        notes.append(f"the whole run moved together: {len(fell)} of {len(timed)} cells, naive among them, fell "
+                     f"beyond {tolerance:.1%}, a machine effect (or a change every technique shares: rerun on a quiet "
+                     f"host to tell)")
+    for row in timed:
+        row.kind, row.verdict = _speed_verdict(row, tolerance, alpha, moved)
+        if row.kind == "speed":
+            failures.append(Failure(row.cell, "speed", _speed_message(row, alpha)))
+
+    other = {(_short(r.base.get(FINGERPRINT_KEY)), _short(r.cur.get(FINGERPRINT_KEY)))
+             for r in rows if not r.outputs_compared}
+    if other:
+        notes.append("outputs not compared: the baseline measured another checkpoint ("
+                     + ", ".join(f"baseline {b} vs current {c}" for b, c in sorted(other)) + ")")
+    return Judgement(rows, failures, notes)
+
+
+def _compare_cell(current: Run, baseline: Run, cell: Cell, alpha: float, failures: list[Failure]) -> Row:
+    base, cur = baseline.cells[cell], current.cells[cell]
+    row = Row(cell, base, cur)
+    # a key an older run did not record yet is unknown, not different
+    differs = [f"{k} {base[k]} -> {cur[k]}" for k in WORKLOAD_KEYS if k in base and k in cur and base[k] != cur[k]]
+    if differs:
+        failures.append(Failure(cell, "workload", "not comparable: " + ", ".join(differs)))
+        row.kind, row.verdict = "workload", "NOT COMPARABLE"
+        return row
+    row.speed = shift(*rates(base), *rates(cur), alpha)
+    if cell[1] != NAIVE and (b := speedups(baseline, cell)) and (c := speedups(current, cell)):
+        row.speedup = shift(*b, *c, alpha)
+    # equal fingerprints (or neither run recorded one, as before fingerprints): the same weights
+    row.outputs_compared = base.get(FINGERPRINT_KEY) == cur.get(FINGERPRINT_KEY)
+    if row.outputs_compared and base.get("output_sha256") != cur.get("output_sha256"):
+        failures.append(Failure(cell, "output", f"output_sha256 {_short(base.get('output_sha256'))} -> "
+                                                f"{_short(cur.get('output_sha256'))}"))
+    return row
+
+
+def _speed_verdict(row: Row, tolerance: float, alpha: float, moved: bool) -> tuple[str, str]:
+    """(kind, words for the table) of a timed cell: "ok", "not significant", "machine" or "speed"."""
+    speed, speedup = row.speed, row.speedup
+    few = " (too few rounds for a test)" if speed.p is None else ""
+    if not speed.fell(tolerance, alpha):
+        if speed.beyond(tolerance):
+            return "not significant", f"not significant (p={speed.p:.3g})"
+        return "ok", "ok" + few
+    if speedup is None:  # the naive cell, or no naive cell to divide by: absolute tokens/s alone
+        return ("machine", "machine effect (the whole run moved)") if moved else ("speed", "SLOWER" + few)
+    if speedup.fell(tolerance, alpha):
+        return "speed", "SLOWER" + few
+    if speedup.beyond(tolerance):
+        return "not significant", f"slower, speed-up drop not significant (p={speedup.p:.3g})"
+    return "machine", "machine effect (speed-up over naive held)"
+
+
+def _speed_message(row: Row, alpha: float) -> str:
+    base, cur = row.base["tokens_per_s"], row.cur["tokens_per_s"]
+    message = f"{cur:.1f} tokens/s, baseline {base:.1f}: {row.speed.describe(alpha)}"
+    if row.speedup is not None:
+        message += f"; speed-up over naive {row.speedup.describe(alpha)}"
+    return message
+
+
+def gate(current: Run, baseline: Run, tolerance: float = 0.05, alpha: float = 0.05,
+         selected: Callable[[Cell], bool] | None = None) -> list[Failure]:
+    """The failures of `current` against `baseline` (`judge`): slower cells, changed outputs, cells
+    of another workload, baseline cells the run asked for but lacks, and a run that compared nothing."""
+    return judge(current, baseline, tolerance, alpha, selected).failures
+
+
+def suspects(failures: list[Failure]) -> list[Cell]:
+    """The cells to re-measure before failing on speed: each slower cell and the naive cell of its
+    dataset (its speed-up is a ratio to naive measured in the same run, so both are measured again)."""
+    slower = [f.cell for f in failures if f.kind == "speed"]
+    return list(dict.fromkeys(c for cell in slower for c in (cell, (cell[0], NAIVE))))
 
 
 def _short(sha: str | None) -> str:
@@ -132,35 +329,45 @@ def _name(cell: Cell) -> str:
     return "/".join(cell)
 
 
-def table(current: Run, baseline: Run, failures: list[Failure]) -> str:
-    """One aligned row per shared cell: tokens/s before and after, change, same output?, verdict."""
-    verdicts = {"speed": "SLOWER", "output": "OUTPUT CHANGED", "workload": "NOT COMPARABLE"}
-    rows = [("cell", "baseline tok/s", "current tok/s", "change", "same output", "verdict")]
-    for cell in shared_cells(current, baseline):
-        base, cur = baseline.cells[cell], current.cells[cell]
-        change = cur["tokens_per_s"] / base["tokens_per_s"] - 1
-        same = base.get("output_sha256") == cur.get("output_sha256")
-        verdict = ", ".join(verdicts[f.kind] for f in failures if f.cell == cell) or "ok"
-        rows.append((_name(cell), f"{base['tokens_per_s']:.1f}", f"{cur['tokens_per_s']:.1f}",
-                     f"{change:+.1%}", "yes" if same else "NO", verdict))
+def table(current: Run, baseline: Run, failures: list[Failure], tolerance: float = 0.05, alpha: float = 0.05) -> str:
+    """One aligned row per shared cell: tokens/s before and after, the change with its 95% interval
+    (`Shift`), the test's p-value, the change of the speed-up over naive, same output?, verdict."""
+    rows = [("cell", "baseline tok/s", "current tok/s", "change [95% interval]", "p", "speed-up change",
+             "same output", "verdict")]
+    for row in judge(current, baseline, tolerance, alpha).rows:
+        base, cur, speed = row.base["tokens_per_s"], row.cur["tokens_per_s"], row.speed
+        same = ("yes" if row.base.get("output_sha256") == row.cur.get("output_sha256") else "NO") \
+            if row.outputs_compared else "not compared"
+        alarm = any(f.cell == row.cell and f.kind == "output" for f in failures)
+        verdict = {(False, True): "OUTPUT CHANGED", (True, True): f"{row.verdict}, OUTPUT CHANGED"}.get(
+            (row.verdict != "ok", alarm), row.verdict)
+        rows.append((_name(row.cell), f"{base:.1f}", f"{cur:.1f}",
+                     f"{speed.change:+.1%} [{speed.low:+.1%}, {speed.high:+.1%}]" if speed else "-",
+                     f"{speed.p:.3g}" if speed and speed.p is not None else "-",
+                     f"{row.speedup.change:+.1%}" if row.speedup else "-", same, verdict))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(v.ljust(w) if i in (0, 5) else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+    return "\n".join("  ".join(v.ljust(w) if i in (0, 7) else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
                      .rstrip() for r in rows)
 
 
-def render(current: Run, baseline: Run, failures: list[Failure], tolerance: float) -> str:
-    """The full comparison as text: both runs' facts, the table, unmatched cells, failures by kind."""
+def render(current: Run, baseline: Run, failures: list[Failure], tolerance: float, alpha: float = 0.05,
+           selected: Callable[[Cell], bool] | None = None) -> str:
+    """The full comparison as text: both runs' facts, the table, run-wide notes (cells not selected,
+    a machine effect, another checkpoint), unmatched cells, failures by kind, and the verdict line."""
     lines = [f"baseline {baseline.describe()}", f"current  {current.describe()}",
-             f"tolerance: tokens/s may fall {tolerance:.1%} below the baseline", "", table(current, baseline, failures)]
-    for run, other, label in ((baseline, current, "baseline"), (current, baseline, "current")):
-        if cells := only_in(run, other):
-            lines.append(f"only in {label} (not gated): " + ", ".join(map(_name, cells)))
-    for kind, title in (("speed", "speed regressions"), ("output", "output changed (correctness alarm)"),
+             f"tolerance: tokens/s may fall {tolerance:.1%} below the baseline; a drop counts when a one-sided "
+             f"Mann-Whitney U test on the rounds gives p < {alpha:g}, or by the medians alone with too few rounds",
+             "", table(current, baseline, failures, tolerance, alpha)]
+    lines += judge(current, baseline, tolerance, alpha, selected).notes
+    if cells := only_in(current, baseline):
+        lines.append("only in current (not gated): " + ", ".join(map(_name, cells)))
+    for kind, title in (("empty", "nothing compared"), ("missing", "missing (in the baseline, not measured)"),
+                        ("speed", "speed regressions"), ("output", "output changed (correctness alarm)"),
                         ("workload", "workload differs (not comparable)")):
         found = [f for f in failures if f.kind == kind]
         if found:
             lines.append(f"{title}:")
-            lines += [f"  {_name(f.cell)}: {f.message}" for f in found]
+            lines += [f"  {_name(f.cell) if f.cell else 'run'}: {f.message}" for f in found]
     lines.append(f"gate: FAILED ({len(failures)} failure{'s' * (len(failures) != 1)})" if failures else "gate: passed")
     return "\n".join(lines)
 

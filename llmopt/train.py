@@ -1,14 +1,20 @@
 """Train (or fine-tune) a GPT-Neo on a dataset's prompt -> target task.
 
 One trainer for every objective: an objective turns (model, ids, labels) into a loss, so
-Speculative Streaming adds its multi-stream loss by registering another objective."""
+Speculative Streaming adds its multi-stream loss by registering another objective.
+
+Training is reproducible: the same recipe on the same hardware and software writes the same weights
+(the same `checkpoint_sha256`), so that two machines that train a checkpoint each still compare
+output hashes. The cache is safe for concurrent processes: one trains, the others wait for it."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
+import os
 import random
 import time
 import warnings
@@ -18,11 +24,12 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from . import data
 from .augment import augment_split
-from .checkpoints import atomic_dir, atomic_save, cache_dir
+from .checkpoints import FINGERPRINT_KEY, atomic_dir, atomic_save, cache_dir, fingerprint
 from .models.gpt_neo import SHAPES, GPTNeo, make_config
 from .spec_stream.loss import build_ss, ss_loss
 from .tokenizer import encode_example, load_tokenizer, train_tokenizer
@@ -132,6 +139,25 @@ def collate(items, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 # -- the loop -----------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def deterministic(seed: int):
+    """Seeded RNGs and deterministic kernels for the block, the previous kernel setting restored after.
+
+    cuBLAS is reproducible only with a fixed workspace, and reads CUBLAS_WORKSPACE_CONFIG when its
+    handle is created: setting it here works in a fresh process whose first CUDA work is training
+    (`llmopt train`, the benchmark's first cell); a process that ran cuBLAS before must set it at
+    start-up, or torch raises at the first matrix product (which is better than silent noise)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=False)
+    random.seed(seed)
+    torch.manual_seed(seed)  # every device's generator
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+
 @torch.no_grad()
 def evaluate(model, loss_fn, eval_batches, device, autocast) -> float:
     model.eval()
@@ -147,13 +173,18 @@ def evaluate(model, loss_fn, eval_batches, device, autocast) -> float:
 
 def train(dataset: str, recipe: Recipe, out_dir: Path | None = None, data_dir=None, device=None,
           progress: bool = True, eval_every: int = 250, save_every: int = 250) -> Path:
-    """Train and write an HF-format checkpoint (weights, tokenizer, llmopt.json) to `out_dir`
-    atomically. A run interrupted after a periodic save resumes from it when called again."""
+    """Train and write an HF-format checkpoint (weights, tokenizer, llmopt.json with the weights'
+    `checkpoint_sha256`) to `out_dir` atomically, reproducibly (`deterministic`). A run interrupted
+    after a periodic save resumes from it when called again."""
+    with deterministic(recipe.seed):
+        return _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, save_every)
+
+
+def _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, save_every) -> Path:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out_dir = Path(out_dir or checkpoint_dir(dataset, recipe))
     resume_path = out_dir.with_name(out_dir.name + ".resume.pt")
-    torch.manual_seed(recipe.seed)
-    rng = random.Random(recipe.seed)
+    rng = random.Random(recipe.seed)  # the data order
 
     train_examples = data.load_split(dataset, "train", data_dir)
     if recipe.augment_copies:
@@ -205,14 +236,15 @@ def train(dataset: str, recipe: Recipe, out_dir: Path | None = None, data_dir=No
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
-            rng.setstate(state["rng"])
             start, elapsed, history, best = state["step"], state["elapsed"], state["history"], state["best"]
 
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     stream = batches(encoded, recipe.batch_size, rng)
-    for _ in range(start):  # replay the batch order to where the saved run stopped
+    # replay the batch order from the seed to where the saved run stopped (restoring the generator's
+    # state instead would start a new epoch's shuffle there: another order than an uninterrupted run)
+    for _ in range(start):
         next(stream)
     bar = tqdm(total=recipe.steps, initial=start, disable=not progress, desc=f"train {dataset}", mininterval=5)
     t_last, tokens, skipped = time.perf_counter(), 0, 0
@@ -253,7 +285,7 @@ def train(dataset: str, recipe: Recipe, out_dir: Path | None = None, data_dir=No
         if (step + 1) % save_every == 0 and not last:
             atomic_save({"recipe": dataclasses.asdict(recipe), "model": model.state_dict(),
                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                         "rng": rng.getstate(), "step": step + 1, "elapsed": elapsed, "history": history,
+                         "step": step + 1, "elapsed": elapsed, "history": history,
                          "best": best},
                         resume_path)
             t_last = time.perf_counter()
@@ -269,15 +301,29 @@ def train(dataset: str, recipe: Recipe, out_dir: Path | None = None, data_dir=No
         info = {"dataset": dataset, "recipe": dataclasses.asdict(recipe), "train_time_s": elapsed,
                 "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                 "parameters": sum(p.numel() for p in model.parameters()), "history": history,
-                "kept_step": best[1] if best else recipe.steps}
+                "kept_step": best[1] if best else recipe.steps, FINGERPRINT_KEY: fingerprint(tmp)}
         (tmp / "llmopt.json").write_text(json.dumps(info, indent=2))
     resume_path.unlink(missing_ok=True)
     return out_dir
 
 
 def ensure_trained(dataset: str, recipe: Recipe, data_dir=None, device=None, progress=True) -> Path:
-    """The cached checkpoint for (dataset, shape, recipe), trained first if it is missing."""
+    """The cached checkpoint for (dataset, shape, recipe), trained first if it is missing. A file
+    lock beside it makes concurrent callers (one benchmark process per GPU) train it once: the
+    first trains, the others wait and then load what it wrote."""
     path = checkpoint_dir(dataset, recipe)
-    if not (path / "llmopt.json").is_file():
-        train(dataset, recipe, path, data_dir=data_dir, device=device, progress=progress)
+    if (path / "llmopt.json").is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path.with_name(path.name + ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"waiting for another process to train {path.name} ({lock.lock_file})", flush=True)
+        lock.acquire()
+    try:
+        if not (path / "llmopt.json").is_file():  # it may have appeared while we waited
+            train(dataset, recipe, path, data_dir=data_dir, device=device, progress=progress)
+    finally:
+        lock.release()
     return path

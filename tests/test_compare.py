@@ -3,6 +3,8 @@
 
 import importlib.util
 import json
+import random
+import statistics
 import sys
 from pathlib import Path
 
@@ -64,13 +66,38 @@ def test_gate_fails_on_a_drop_and_on_a_changed_hash_separately(tmp_path):
     assert "gate: FAILED (4 failures)" in text
 
 
-def test_cells_in_one_run_only_are_listed_not_failed(tmp_path):
+def test_a_baseline_cell_the_run_lacks_fails_and_a_new_cell_is_listed(tmp_path):
     base = compare.load_run(saved_run(tmp_path / "base.json", matrix()))
     cur = compare.load_run(saved_run(tmp_path / "cur.json", matrix()[3:] + [cell("spider", "ss", 500.0)]))
-    assert compare.gate(cur, base) == []
-    text = compare.render(cur, base, [], 0.05)
-    assert "only in baseline (not gated): spider/hf, spider/naive, spider/half" in text
+    failures = compare.gate(cur, base)
+    assert [(f.cell, f.kind) for f in failures] == [(("spider", t), "missing") for t in ("hf", "naive", "half")]
+    text = compare.render(cur, base, failures, 0.05)
+    assert "missing (in the baseline, not measured):" in text and "  spider/naive: " in text
     assert "only in current (not gated): spider/ss" in text
+    assert text.endswith("gate: FAILED (3 failures)")
+
+
+def test_a_baseline_cell_the_run_did_not_select_is_not_gated(tmp_path):
+    base = compare.load_run(saved_run(tmp_path / "base.json", matrix()))
+    cur = compare.load_run(saved_run(tmp_path / "cur.json", matrix()[3:]))  # dialogsum and e2e_nlg only
+    selected = compare.selected_by(["dialogsum", "e2e_nlg"], ["hf", "naive", "half"])
+    assert compare.gate(cur, base, selected=selected) == []
+    text = compare.render(cur, base, [], 0.05, selected=selected)
+    assert "not selected, not gated: spider/hf, spider/naive, spider/half" in text
+    assert text.endswith("gate: passed")
+    # asked for (the technique is selected) but not measured: missing
+    failures = compare.gate(cur, base, selected=compare.selected_by(DATASETS, ["naive"]))
+    assert [(f.cell, f.kind) for f in failures] == [(("spider", "naive"), "missing")]
+
+
+def test_a_run_that_compared_nothing_fails(tmp_path):
+    base = compare.load_run(saved_run(tmp_path / "base.json", matrix()))
+    cur = compare.load_run(saved_run(tmp_path / "cur.json", []))
+    everything_else = compare.selected_by([], [])  # even with every baseline cell selected out
+    failures = compare.gate(cur, base, selected=everything_else)
+    assert [(f.cell, f.kind) for f in failures] == [(None, "empty")]
+    text = compare.render(cur, base, failures, 0.05, selected=everything_else)
+    assert "nothing compared:" in text and text.endswith("gate: FAILED (1 failure)")
 
 
 def test_gate_refuses_another_workload_cell(tmp_path):
@@ -128,6 +155,105 @@ def test_merge_joins_a_split_matrix_and_refuses_overlaps_and_other_gpus(tmp_path
     other = saved_run(tmp_path / "other.json", [cell("e2e_nlg", "ss", 500.0)], gpu="NVIDIA A100-SXM4-80GB")
     assert cli.main(["merge", str(parts[0]), str(other), "--out", str(tmp_path / "y.json")]) == 2
     assert "refusing" in capsys.readouterr().err and not (tmp_path / "y.json").exists()
+
+
+# Speed verdicts on per-round samples: what a gate is validated on (benchmark-protocol.md, "Noise
+# decides what a gate can see": identical reruns pass, an injected slowdown fails).
+
+def noisy_matrix(scale=None, noise=0.01, seed=0, rounds=10, **extra):
+    """The matrix with `rounds` per-round rates per cell, spread by `noise` (a relative standard
+    deviation: normal quantiles, jittered and ordered by `seed`); `scale` multiplies chosen cells' rates."""
+    rng, scale = random.Random(seed), scale or {}
+    z = [statistics.NormalDist().inv_cdf((i + 0.5) / rounds) for i in range(rounds)]
+    records = []
+    for r in matrix():
+        rate = r["tokens_per_s"] * scale.get((r["dataset"], r["technique"]), scale.get("all", 1.0))
+        rates = [rate * (1 + noise * (x + rng.uniform(-0.3, 0.3))) for x in rng.sample(z, rounds)]
+        records.append({**r, "tokens_per_s": statistics.median(rates), "tokens_per_s_rounds": rates, **extra})
+    return records
+
+
+def runs(tmp_path, base_records, cur_records):
+    return (compare.load_run(saved_run(tmp_path / "cur.json", cur_records)),
+            compare.load_run(saved_run(tmp_path / "base.json", base_records)))
+
+
+def kinds(judgement):
+    return {row.cell: row.kind for row in judgement.rows}
+
+
+def test_identical_samples_and_a_quiet_rerun_pass(tmp_path):
+    cur, base = runs(tmp_path, noisy_matrix(), noisy_matrix())
+    assert compare.gate(cur, base) == []
+    assert all(row.speed.p > 0.4 for row in compare.judge(cur, base).rows)
+    cur, base = runs(tmp_path, noisy_matrix(seed=0), noisy_matrix(seed=1))  # new noise, same speed
+    assert compare.gate(cur, base) == []
+
+
+def test_a_ten_percent_slowdown_over_quiet_rounds_fails_and_names_the_cells_to_remeasure(tmp_path):
+    cur, base = runs(tmp_path, noisy_matrix(), noisy_matrix({("spider", "half"): 0.9}, seed=1))
+    failures = compare.gate(cur, base)
+    assert [(f.cell, f.kind) for f in failures] == [(("spider", "half"), "speed")]
+    assert "p=" in failures[0].message and "speed-up over naive -10." in failures[0].message
+    text = compare.render(cur, base, failures, 0.05)
+    assert "spider/half" in text and "SLOWER" in text and text.endswith("gate: FAILED (1 failure)")
+    # re-measured (with its naive cell), the slowdown is gone: the verdict is made on the new samples
+    assert compare.suspects(failures) == [("spider", "half"), ("spider", "naive")]
+    again = [r for r in noisy_matrix(seed=2) if r["dataset"] == "spider" and r["technique"] in ("half", "naive")]
+    remeasured = cur.with_remeasured(again)
+    assert remeasured.cells[("spider", "half")] is again[-1] and len(remeasured.cells) == len(cur.cells)
+    assert compare.gate(remeasured, base) == []
+    with pytest.raises(ValueError, match="never measured"):
+        cur.with_remeasured([cell("spider", "ss", 1.0)])
+
+
+def test_the_same_drop_within_noisy_rounds_passes_marked_not_significant(tmp_path):
+    cur, base = runs(tmp_path, noisy_matrix(noise=0.2), noisy_matrix({("spider", "half"): 0.9}, noise=0.2, seed=1))
+    judgement = compare.judge(cur, base)
+    row = next(r for r in judgement.rows if r.cell == ("spider", "half"))
+    assert row.speed.change < -0.05 and row.speed.p > 0.05 and row.kind == "not significant"
+    assert judgement.failures == []
+    assert "not significant (p=" in compare.render(cur, base, [], 0.05)
+
+
+def test_too_few_rounds_are_judged_on_medians_and_say_so(tmp_path):
+    cur, base = runs(tmp_path, noisy_matrix(rounds=3), noisy_matrix({("spider", "half"): 0.9}, rounds=3, seed=1))
+    failures = compare.gate(cur, base)
+    assert [(f.cell, f.kind) for f in failures] == [(("spider", "half"), "speed")]
+    assert "too few rounds for a test" in failures[0].message
+    assert "ok (too few rounds for a test)" in compare.render(cur, base, failures, 0.05)
+
+
+def test_everything_slower_together_is_a_machine_effect_not_a_failure(tmp_path):
+    cur, base = runs(tmp_path, noisy_matrix(), noisy_matrix({"all": 0.85}, seed=1))
+    judgement = compare.judge(cur, base)
+    assert judgement.failures == []
+    assert set(kinds(judgement).values()) == {"machine"}
+    text = compare.render(cur, base, [], 0.05)
+    assert text.count("the whole run moved together") == 1 and "machine effect" in text
+    assert text.endswith("gate: passed")
+    # the naive cell alone slower: its own code, not the machine
+    cur, base = runs(tmp_path, noisy_matrix(), noisy_matrix({("e2e_nlg", "naive"): 0.85}, seed=1))
+    assert [(f.cell, f.kind) for f in compare.gate(cur, base)] == [(("e2e_nlg", "naive"), "speed")]
+
+
+def test_outputs_are_compared_only_between_equal_checkpoint_fingerprints(tmp_path):
+    same = {"checkpoint_sha256": "f" * 64}
+    changed = noisy_matrix(**same)
+    changed[4]["output_sha256"] = "changed"  # dialogsum/naive
+    cur, base = runs(tmp_path, noisy_matrix(**same), changed)
+    assert [(f.cell, f.kind) for f in compare.gate(cur, base)] == [(("dialogsum", "naive"), "output")]
+
+    cur, base = runs(tmp_path, noisy_matrix(checkpoint_sha256="a" * 64), changed)
+    assert compare.gate(cur, base) == []
+    text = compare.render(cur, base, [], 0.05)
+    notice = [line for line in text.splitlines() if "checkpoint" in line]
+    assert notice == ["outputs not compared: the baseline measured another checkpoint "
+                      "(baseline aaaaaaaaaaaa vs current ffffffffffff)"]
+    assert "not compared" in text.splitlines()[6]  # the same-output column
+    cur, base = runs(tmp_path, noisy_matrix(), changed)  # a baseline from before fingerprints
+    assert compare.gate(cur, base) == []
+    assert "(baseline none vs current ffffffffffff)" in compare.render(cur, base, [], 0.05)
 
 
 # The harness option end to end: bench/conftest.py as the plugin of an inner pytest session whose

@@ -7,9 +7,10 @@ import torch
 from transformers import AutoTokenizer, GPTNeoForCausalLM
 
 from llmopt import train as training
-from llmopt.data import Example
+from llmopt.checkpoints import fingerprint
 from llmopt.models.gpt_neo import GPTNeo
 from llmopt.tokenizer import EOS, encode_example, encode_prompt, train_tokenizer
+from train_worker import EXAMPLES
 
 TEXTS = [f"name[Place {i}], food[{f}] -> Place {i} serves {f} food." for i in range(60) for f in ("Thai", "Indian")]
 
@@ -38,10 +39,8 @@ def test_encoding_masks_the_prompt_and_ends_with_eos():
 
 @pytest.fixture
 def toy_data(monkeypatch):
-    examples = [Example(f"t{i}", f"name[Place {i % 7}], food[{f}]\nDescription:", f" Place {i % 7} serves {f} food.",
-                        (f"Place {i % 7} serves {f} food.",)) for i in range(64) for f in ("Thai", "Indian")]
-    monkeypatch.setattr(training.data, "load_split", lambda name, split, data_dir=None: examples)
-    return examples
+    monkeypatch.setattr(training.data, "load_split", lambda name, split, data_dir=None: EXAMPLES)
+    return EXAMPLES
 
 
 def test_loss_falls_and_checkpoint_loads_everywhere(tmp_path, toy_data, monkeypatch):
@@ -84,6 +83,9 @@ def test_interrupted_run_resumes_and_leaves_no_checkpoint(tmp_path, toy_data, mo
     history = json.loads((out / "llmopt.json").read_text())["history"]
     assert [h["step"] for h in history] == [10, 20]  # step 10 came from the saved state
     assert not out.with_name("ck.resume.pt").exists()
+    # and the resumed run wrote the weights an uninterrupted one writes (training is deterministic)
+    straight = training.train("e2e_nlg", recipe, tmp_path / "straight", device="cpu", progress=False, eval_every=10)
+    assert fingerprint(out) == fingerprint(straight) == json.loads((out / "llmopt.json").read_text())["checkpoint_sha256"]
 
 
 def test_recipe_key_changes_with_the_recipe():
