@@ -1,5 +1,5 @@
-"""Regression comparison of saved benchmark runs (benchmark-protocol.md, "Regression comparison"
-and "Noise decides what a gate can see").
+"""Regression comparison of saved benchmark runs (README, "Measurement noise and the
+gate").
 
 A run is a pytest-benchmark JSON file; its cells are the `extra_info` records keyed by
 (dataset, technique). Runs of different GPU models are never compared: absolute tokens/s only mean
@@ -35,7 +35,7 @@ Cell = tuple[str, str]  # (dataset, technique)
 
 # A cell measured on another workload is not comparable: its speed and its hash differ by design.
 WORKLOAD_KEYS = ("model", "objective", "num_prompts", "max_new_tokens")
-NAIVE = "naive"  # the technique speed-ups are quoted against (benchmark-protocol.md)
+NAIVE = "naive"  # the technique speed-ups are quoted against
 VERSIONS = (("driver", "driver_version"), ("CUDA", "cuda_version"), ("torch", "torch_version"),
             ("transformers", "transformers_version"), ("Python", "python_version"))
 

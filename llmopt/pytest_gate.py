@@ -88,6 +88,12 @@ def pytest_sessionfinish(session, exitstatus):
     current = compare.Run("this run", gate.machine_info, datetime.now(timezone.utc).isoformat(), records)
     selected = bench.settings.selected if bench else None
     failures = compare.gate(current, gate.baseline, gate.tolerance, selected=selected)
+    if bench and (suspects := compare.suspects(failures)):
+        # a suspected regression is measured again, those cells only, before the gate fails
+        session.config.get_terminal_writer().line(
+            f"llmopt gate: re-measuring {', '.join('/'.join(c) for c in suspects)} before failing")
+        current = current.with_remeasured(bench.remeasure([c for c in suspects if c in current.cells]))
+        failures = compare.gate(current, gate.baseline, gate.tolerance, selected=selected)
     gate.summary = compare.render(current, gate.baseline, failures, gate.tolerance, selected=selected)
     gate.failed = bool(failures)
     if failures and session.exitstatus == pytest.ExitCode.OK:

@@ -1,7 +1,7 @@
 """How long to time a cell, and what number to report from the rounds.
 
 Identical reruns of a cell in new processes spread 4-66% on the H200 runner while rounds inside one
-process agreed within ~3% (benchmark-protocol.md, "Noise decides what a gate can see"): a round of
+process agreed within ~3% (README, "Measurement noise and the gate"): a round of
 0.3-2 s is too short, garbage-collection pauses and a busy host make single slow rounds, and cells
 timed one after another drift apart. This module is the answer at the bottom layer, pure timing
 over zero-argument *pass* callables that return how many tokens they generated:

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -31,10 +32,8 @@ from . import data
 from .augment import augment_split
 from .checkpoints import FINGERPRINT_KEY, atomic_dir, atomic_save, cache_dir, fingerprint
 from .models.gpt_neo import SHAPES, GPTNeo, make_config
-from .spec_stream.loss import build_ss, ss_loss
+from .spec_stream.loss import IGNORE, build_ss, ss_loss
 from .tokenizer import encode_example, load_tokenizer, train_tokenizer
-
-IGNORE = -100
 
 
 @dataclass
@@ -261,7 +260,7 @@ def _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, sav
             skipped = 0
         else:  # a non-finite step would poison the weights for good: drop it, stop if it keeps happening
             skipped += 1
-            bar.write(f"step {step + 1}: non-finite loss/gradient ({float(loss)}), step skipped")
+            bar.write(f"step {step + 1}: non-finite loss/gradient ({float(loss)}), step skipped", file=sys.stderr)
             if skipped >= 10:
                 raise FloatingPointError(f"{dataset}: 10 non-finite steps in a row at step {step + 1}; lower --lr")
         scheduler.step()
@@ -280,7 +279,7 @@ def _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, sav
                             "grad_norm": float(grad_norm), "elapsed_s": elapsed})
             if recipe.keep_best and (best is None or eval_loss < best[0]):
                 best = (eval_loss, step + 1, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
-            bar.write(f"step {step + 1}: train loss {float(loss):.3f}, eval loss {eval_loss:.3f}")
+            bar.write(f"step {step + 1}: train loss {float(loss):.3f}, eval loss {eval_loss:.3f}", file=sys.stderr)
             t_last = time.perf_counter()
         if (step + 1) % save_every == 0 and not last:
             atomic_save({"recipe": dataclasses.asdict(recipe), "model": model.state_dict(),
@@ -292,7 +291,7 @@ def _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, sav
     bar.close()
 
     if best is not None and best[1] != recipe.steps:
-        bar.write(f"keeping the weights of step {best[1]} (lowest eval loss, {best[0]:.3f})")
+        bar.write(f"keeping the weights of step {best[1]} (lowest eval loss, {best[0]:.3f})", file=sys.stderr)
         model.load_state_dict(best[2])
     model.set_attention("eager")
     with atomic_dir(out_dir) as tmp:

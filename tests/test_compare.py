@@ -157,8 +157,8 @@ def test_merge_joins_a_split_matrix_and_refuses_overlaps_and_other_gpus(tmp_path
     assert "refusing" in capsys.readouterr().err and not (tmp_path / "y.json").exists()
 
 
-# Speed verdicts on per-round samples: what a gate is validated on (benchmark-protocol.md, "Noise
-# decides what a gate can see": identical reruns pass, an injected slowdown fails).
+# Speed verdicts on per-round samples: what a gate is validated on (README, "Measurement noise
+# and the gate": identical reruns pass, an injected slowdown fails).
 
 def noisy_matrix(scale=None, noise=0.01, seed=0, rounds=10, **extra):
     """The matrix with `rounds` per-round rates per cell, spread by `noise` (a relative standard
@@ -270,7 +270,9 @@ def test_cell(benchmark, cell, bench):
     record = dict(dataset=dataset, technique=technique, model="tiny", num_prompts=2,
                   max_new_tokens=16, tokens_per_s=RATES[cell], output_sha256="h-" + cell)
     benchmark.extra_info.update(record)
-    bench.records.append(record)  # what measure.Bench.measure_cell keeps
+    bench.records.append(record)  # what measure.Bench keeps of a measured cell
+    # the gate measures a suspected regression again: here it measures the same canned rate
+    bench.remeasure = lambda cells: [dict(r) for r in bench.records if (r["dataset"], r["technique"]) in cells]
 """
 
 
