@@ -13,6 +13,7 @@ import torch
 
 from llmopt import measure, options, pytest_gate
 from llmopt.names import slug
+from llmopt.train import fixed_cublas_workspace
 
 GPU = torch.cuda.is_available()
 BENCH = pytest_gate.BENCH  # the session's measure.Bench, where the gate finds this run's records
@@ -24,6 +25,7 @@ def pytest_addoption(parser, pluginmanager):
 
 
 def pytest_configure(config):
+    fixed_cublas_workspace()
     if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
         raise pytest.UsageError("pytest bench/ cannot run under xdist (-n): pytest-benchmark switches itself off "
                                 "there, so nothing would be measured, saved or gated; run it without -n")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import data, options
 from .models.gpt_neo import SHAPES
+from .train import fixed_cublas_workspace
 
 EPILOG = f"""data: the hub by default; a local directory of the original files with --data-dir or
 ${data.DATA_DIR_ENV}. Checkpoints are cached under $LLMOPT_CACHE_DIR (default ~/.cache/llmopt)."""
@@ -22,6 +23,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
+    fixed_cublas_workspace()
     parser = Parser(prog="llmopt", description=(
         "Measure what LLM inference optimisations buy (tokens/s, batch 1, greedy) and check that each "
         "keeps the model's output unchanged."), epilog=EPILOG)
@@ -59,11 +61,20 @@ def main(argv: list[str] | None = None) -> int:
                        help="print a cell counter (cell 3/12: e2e_nlg ss) and per-prompt progress bars on stderr")
 
     compare = sub.add_parser("compare", help="gate a saved run against a baseline run of the same GPU model "
-                                             "(exit 1 on a slower cell or a changed output)")
+                                             "(exit 1 on a slower cell, a changed output or a missing cell)",
+                             description="Gate CURRENT against BASELINE: a cell fails when its tokens/s (and its "
+                                         "speed-up over naive) fell by more than --tolerance and a one-sided "
+                                         "Mann-Whitney U test on the rounds finds the drop significant at --alpha, "
+                                         "when its output changed on the same checkpoint, or when a baseline cell "
+                                         "is missing (unless --datasets/--techniques leave it out).", epilog=EPILOG)
     compare.add_argument("baseline", type=Path, help="pytest-benchmark JSON of the reference run")
     compare.add_argument("current", type=Path, help="pytest-benchmark JSON of the run to check")
-    compare.add_argument("--tolerance", type=float, default=0.05,
+    compare.add_argument("--tolerance", type=options.fraction, default=0.05,
                          help="allowed tokens/s drop per cell, as a fraction (default 0.05)")
+    compare.add_argument("--alpha", type=options.fraction, default=0.05,
+                         help="significance level of the test on the rounds (default 0.05)")
+    compare.add_argument("--datasets", type=options.dataset_list, help="the current run measured only these")
+    compare.add_argument("--techniques", type=options.technique_list, help="the current run measured only these")
 
     merge = sub.add_parser("merge", help="join runs of one GPU model that split the matrix (e.g. one dataset "
                                          "per GPU of a host) into one saved run")
@@ -191,8 +202,12 @@ def cmd_compare(args) -> int:
     from . import compare
 
     baseline, current = compare.load_run(args.baseline), compare.load_run(args.current)
-    failures = compare.gate(current, baseline, args.tolerance)  # refuses runs of different GPU models
-    print(compare.render(current, baseline, failures, args.tolerance))
+    selected = None
+    if args.datasets or args.techniques:
+        cells = baseline.cells
+        selected = compare.selected_by(args.datasets or {d for d, _ in cells}, args.techniques or {t for _, t in cells})
+    failures = compare.gate(current, baseline, args.tolerance, args.alpha, selected)  # refuses other GPU models
+    print(compare.render(current, baseline, failures, args.tolerance, args.alpha, selected))
     return 1 if failures else 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import platform
 import statistics
 import sys
@@ -280,14 +281,27 @@ class Cell:
         self.passes: list[list[tuple[Generation, float]]] = []
         self.warmup: timing.Warmup | None = None
         self.transient_bytes: int | None = None
+        self.passes_per_round = 1
 
     def pass_fn(self, workload: Workload, progress: bool = False):
-        """A timed pass over every prompt for llmopt.timing: keeps the pass, returns its tokens."""
-        def one_pass() -> int:
-            results = run_pass(self.strategy, workload, progress=progress)
-            self.passes.append(results)
-            return sum(len(g.tokens) for g, _ in results)
-        return one_pass
+        """A timed round for llmopt.timing: `passes_per_round` passes over every prompt; keeps the
+        passes, returns their tokens."""
+        def one_round() -> int:
+            tokens = 0
+            for _ in range(self.passes_per_round):
+                results = run_pass(self.strategy, workload, progress=progress)
+                self.passes.append(results)
+                tokens += sum(len(g.tokens) for g, _ in results)
+            return tokens
+        return one_round
+
+    def calibrate(self, workload: Workload, round_time: float) -> None:
+        """Passes per round so that a round lasts at least `round_time` seconds: as pytest-benchmark
+        calibrates iterations per round, so a fast cell's rounds are as long as a slow one's, and
+        a cycle of interleaved cells (which naive's rounds pair with) is not set by the fastest."""
+        if round_time > 0:
+            one = self.timer(lambda: sum(len(g.tokens) for g, _ in run_pass(self.strategy, workload)))
+            self.passes_per_round = max(1, math.ceil(round_time / one.wall_s))
 
     def warm_up(self, workload: Workload, prompts: int = 4) -> None:
         """Passes over a few prompts until their time per token is steady (compilation, capture,
@@ -304,7 +318,8 @@ class Cell:
     def record(self, workload: Workload, measured: timing.Measurement, reference) -> dict:
         peak = None if self.transient_bytes is None else self.resident_bytes + self.transient_bytes
         record = summarize(self.strategy, workload, self.passes, reference, peak, measured)
-        record.update(prepare_s=self.prepare_s, warmup_passes=self.warmup.passes, warmup_steady=self.warmup.steady)
+        record.update(prepare_s=self.prepare_s, warmup_passes=self.warmup.passes, warmup_steady=self.warmup.steady,
+                      passes_per_round=self.passes_per_round)
         return record
 
 
@@ -423,6 +438,7 @@ class Bench:
         prepare_s = prepare(strategy, workload, device)
         cell = Cell(strategy.name, strategy, prepare_s, allocated_memory(device) - before)
         cell.warm_up(workload)
+        cell.calibrate(workload, self.settings.round_time)
         return cell
 
     def _time(self, cells: dict[str, Cell], workload: Workload) -> dict[str, dict]:
@@ -451,13 +467,15 @@ def table(records: list[dict]) -> str:
     """Markdown table of tokens/s: techniques x datasets, with the speed-up over naive beside."""
     datasets = list(dict.fromkeys(r["dataset"] for r in records))
     techniques = list(dict.fromkeys(r["technique"] for r in records))
-    rate = {(r["technique"], r["dataset"]): r["tokens_per_s"] for r in records}
+    found = {(r["technique"], r["dataset"]): r for r in records}
 
     def cell(t, d):
-        if (t, d) not in rate:
+        if (t, d) not in found:
             return "–"
-        naive = rate.get(("naive", d))
-        return f"{rate[t, d]:.1f}" + (f" ({rate[t, d] / naive:.2f}×)" if naive and t != "naive" else "")
+        record, naive = found[t, d], found.get(("naive", d))
+        # the speed-up paired round by round with naive when the cells were interleaved
+        speedup = record.get("speedup_over_naive") or (record["tokens_per_s"] / naive["tokens_per_s"] if naive else None)
+        return f"{record['tokens_per_s']:.1f}" + (f" ({speedup:.2f}×)" if speedup and t != "naive" else "")
 
     lines = ["| technique | " + " | ".join(datasets) + " |", "|---" * (len(datasets) + 1) + "|"]
     lines += [f"| {t} | " + " | ".join(cell(t, d) for d in datasets) + " |" for t in techniques]

@@ -21,12 +21,17 @@ from . import data, timing
 from .strategies import get_strategy, technique_objective, technique_parts, validate_technique
 
 DEFAULT_TECHNIQUES = ("hf", "naive", "half", "ss")
+# A round of passes over the prompts lasts at least this long on a GPU (a pass of a fast cell over 32
+# E2E prompts takes 0.3 s): fast cells then need no more rounds than slow ones.
+ROUND_TIME_S = 1.0
 # A GPU run measures the real workload until its median is tight (llmopt.timing: at least 10
-# rounds and 10 s of timed work per cell, at most 60 s); a CPU run (CI) is a smoke run of the tiny
-# shape: exactly its rounds.
+# rounds and 10 s of timed work per cell), at most 20 s a cell, so that the full matrix (3 datasets x
+# 15 techniques) stays within about 25 minutes; a CPU run (CI) is a smoke run of the tiny shape:
+# exactly its rounds.
 GPU_DEFAULTS = dict(model="125m", num_prompts=32, max_new_tokens=128, rounds=timing.MIN_ROUNDS,
-                    min_time=timing.MIN_TIME_S, max_time=timing.MAX_TIME_S)
-CPU_DEFAULTS = dict(model="tiny", num_prompts=2, max_new_tokens=16, rounds=1, min_time=0.0, max_time=0.0)
+                    min_time=timing.MIN_TIME_S, max_time=20.0, round_time=ROUND_TIME_S)
+CPU_DEFAULTS = dict(model="tiny", num_prompts=2, max_new_tokens=16, rounds=1, min_time=0.0, max_time=0.0,
+                    round_time=0.0)
 
 
 def _bad(message: str):
@@ -153,6 +158,9 @@ def add_bench_options(addoption) -> None:
     addoption("--max-time", dest="max_time", type=seconds, default=None, metavar="S",
               help=f"timed work per cell, at most, once --rounds are done (default {gpu['max_time']:g} s on a GPU, "
                    f"{cpu['max_time']:g} on a CPU: exactly --rounds rounds); a cell stopped by it is marked not converged")
+    addoption("--round-time", dest="round_time", type=seconds, default=None, metavar="S",
+              help=f"a timed round repeats the pass over the prompts until it lasts this long (default "
+                   f"{gpu['round_time']:g} s on a GPU, {cpu['round_time']:g} on a CPU: one pass)")
     addoption("--target-ci", dest="target_ci", type=fraction, default=None, metavar="FRACTION",
               help=f"relative width of the median's confidence interval to stop at (default {timing.REL_CI})")
     addoption("--interleave", dest="interleave", default=None, choices=("cells", "off"),
@@ -186,6 +194,7 @@ class Settings:
     max_time: float = 0.0
     target_ci: float = timing.REL_CI
     interleave: bool = True
+    round_time: float = 0.0
 
     def stop_rule(self) -> timing.StopRule:
         """When a cell has been timed enough (llmopt.timing.StopRule)."""
@@ -220,7 +229,8 @@ def settings(values) -> Settings:
         rounds=get("rounds") or defaults["rounds"], device=device, data_dir=get("data_dir"),
         strategy_options=get("strategy_options") or {},
         min_time=_given(get("min_time"), defaults["min_time"]), max_time=_given(get("max_time"), defaults["max_time"]),
-        target_ci=_given(get("target_ci"), timing.REL_CI), interleave=(get("interleave") or "cells") == "cells")
+        target_ci=_given(get("target_ci"), timing.REL_CI), interleave=(get("interleave") or "cells") == "cells",
+        round_time=_given(get("round_time"), defaults["round_time"]))
     if result.objective == "lm" and objective_for(techniques) == "ss":
         needy = [t for t in techniques if technique_objective(t) == "ss"]
         raise ValueError(f"--objective lm: {', '.join(needy)} need{'s' * (len(needy) == 1)} a checkpoint trained "

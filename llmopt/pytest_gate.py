@@ -96,7 +96,7 @@ def pytest_sessionfinish(session, exitstatus):
         failures = compare.gate(current, gate.baseline, gate.tolerance, selected=selected)
     gate.summary = compare.render(current, gate.baseline, failures, gate.tolerance, selected=selected)
     gate.failed = bool(failures)
-    if failures and session.exitstatus == pytest.ExitCode.OK:
+    if failures and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

@@ -138,6 +138,13 @@ def collate(items, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 # -- the loop -----------------------------------------------------------------------------------
 
+def fixed_cublas_workspace() -> None:
+    """cuBLAS is reproducible only with a fixed workspace, read when its handle is created; the
+    front ends call this at start-up, so a session that trains first and one that does not run the
+    same kernels."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
 @contextlib.contextmanager
 def deterministic(seed: int):
     """Seeded RNGs and deterministic kernels for the block, the previous kernel setting restored after.
@@ -146,7 +153,7 @@ def deterministic(seed: int):
     handle is created: setting it here works in a fresh process whose first CUDA work is training
     (`llmopt train`, the benchmark's first cell); a process that ran cuBLAS before must set it at
     start-up, or torch raises at the first matrix product (which is better than silent noise)."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    fixed_cublas_workspace()
     previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=False)
     random.seed(seed)

@@ -1,0 +1,174 @@
+"""Validate the regression gate like a classifier, on the GPU runner (README, "Measurement noise and
+the gate"): N identical benchmark processes must pass against each other (false alarms over all
+ordered pairs), a process with one cell made 10% slower must fail against each of them (misses),
+and a process with one cell's output changed must raise the correctness alarm. Optionally K more
+processes with `--interleave off` show what interleaving the cells buys.
+
+    python scripts/gate_validation.py --runs 5 --sequential-runs 2 [--dataset e2e_nlg]
+        [--techniques naive,graphs,ss,best] [--model 125m] [--out docs/results/<GPU>] [-- PYTEST ARGS]
+
+Each run is `pytest bench/` in a new process (its JSON under OUT/runs/); the injections come from
+scripts/gate_inject.py, a pytest plugin only this script installs. Writes OUT/gate-validation.json
+and OUT/gate-validation.md. `--reuse` re-analyses the runs already under OUT/runs/."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from llmopt import compare  # noqa: E402  (after the path: run from a checkout)
+from llmopt.names import slug  # noqa: E402
+
+
+def bench(out: Path, name: str, args, extra: list[str], inject: str | None = None, interleave: str = "cells") -> Path:
+    """One `pytest bench/` process; returns its JSON."""
+    path = out / "runs" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "scripts"), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "pytest", str(ROOT / "bench"), "-q", "--datasets", args.dataset,
+               "--techniques", args.techniques, "--model", args.model, "--interleave", interleave,
+               f"--benchmark-json={path}", *extra]
+    if inject:
+        env["GATE_INJECT"] = inject
+        command[3:3] = ["-p", "gate_inject"]
+    start = time.perf_counter()
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+    (out / "runs" / f"{name}.log").write_text(result.stdout + result.stderr)
+    print(f"{name}: exit {result.returncode} in {time.perf_counter() - start:.0f} s", flush=True)
+    if result.returncode != 0 or not path.is_file():
+        raise SystemExit(f"{name} failed; see {out / 'runs' / (name + '.log')}")
+    return path
+
+
+def spread(values: list[float]) -> float:
+    return max(values) / min(values) - 1
+
+
+def per_cell(runs: list[compare.Run]) -> dict[str, dict]:
+    """Each cell's tokens/s and speed-up over naive across runs, with the spread (max / min - 1)."""
+    table = {}
+    for cell in runs[0].cells:
+        rates = [r.cells[cell]["tokens_per_s"] for r in runs]
+        row = {"tokens_per_s": rates, "tokens_per_s_spread": spread(rates),
+               "converged": [r.cells[cell].get("converged") for r in runs],
+               "rounds": [r.cells[cell].get("rounds") for r in runs]}
+        ups = [compare.speedups(r, cell) for r in runs]
+        if cell[1] != compare.NAIVE and all(ups):
+            row["speedup"] = [u[0] for u in ups]
+            row["speedup_spread"] = spread(row["speedup"])
+        table["/".join(cell)] = row
+    return table
+
+
+def verdicts(baseline: compare.Run, current: compare.Run) -> list[dict]:
+    return [{"cell": "/".join(f.cell) if f.cell else None, "kind": f.kind, "message": f.message}
+            for f in compare.gate(current, baseline)]
+
+
+def analyse(out: Path, runs: list[Path], sequential: list[Path], slow: Path | None, changed: Path | None,
+            slow_cell: str, changed_cell: str) -> dict:
+    loaded = [compare.load_run(p) for p in runs]
+    pairs = []
+    for a, b in itertools.permutations(range(len(loaded)), 2):
+        pairs.append({"baseline": runs[a].stem, "current": runs[b].stem, "failures": verdicts(loaded[a], loaded[b])})
+    result = {
+        "gpu": loaded[0].gpu, "versions": loaded[0].versions(),
+        "identical_runs": per_cell(loaded),
+        "ordered_pairs": len(pairs),
+        "false_failures": sum(bool(p["failures"]) for p in pairs),
+        "pairs": pairs,
+    }
+    if sequential:
+        result["sequential_runs"] = per_cell([compare.load_run(p) for p in sequential])
+    for label, path, cell, kind in (("slowdown", slow, slow_cell, "speed"), ("output_change", changed, changed_cell, "output")):
+        if path is None:
+            continue
+        injected = compare.load_run(path)
+        found = [verdicts(base, injected) for base in loaded]
+        caught = [any(f["kind"] == kind and f["cell"] == cell for f in v) for v in found]
+        others = [[f for f in v if f["cell"] != cell] for v in found]
+        result[label] = {"cell": cell, "caught": sum(caught), "of": len(caught),
+                         "other_failures": sum(bool(o) for o in others), "failures": found}
+    return result
+
+
+def _joined(values, fmt: str) -> str:
+    return " / ".join(fmt.format(v) for v in values)
+
+
+def cell_table(rows: dict[str, dict]) -> list[str]:
+    lines = ["| cell | tokens/s per run | spread | speed-up over naive per run | spread | rounds | converged |",
+             "|---|---|---:|---|---:|---|---|"]
+    for cell, row in rows.items():
+        ups = row.get("speedup")
+        lines.append("| " + " | ".join([
+            cell, _joined(row["tokens_per_s"], "{:.0f}"), f"{row['tokens_per_s_spread']:.1%}",
+            _joined(ups, "{:.2f}") if ups else "–", f"{row['speedup_spread']:.1%}" if ups else "–",
+            "/".join(map(str, row["rounds"])), "/".join("y" if c else "n" for c in row["converged"])]) + " |")
+    return lines
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Gate validation: {result['gpu']}", "", f"Software: {result['versions']}.", "",
+             "Identical `pytest bench/` runs, each a new process (`--interleave cells`, the default):", "",
+             *cell_table(result["identical_runs"])]
+    if "sequential_runs" in result:
+        lines += ["", "The same cells one after another (`--interleave off`), each run a new process:", "",
+                  *cell_table(result["sequential_runs"])]
+    lines += ["", f"Gate at its defaults over all {result['ordered_pairs']} ordered pairs of identical runs: "
+              f"**{result['false_failures']} false failures**."]
+    for label, title in (("slowdown", "Injected 10% slowdown"), ("output_change", "Injected output change")):
+        if label in result:
+            r = result[label]
+            lines.append(f"{title} of `{r['cell']}`: caught against {r['caught']} of {r['of']} baselines "
+                         f"(other cells failing: {r['other_failures']}).")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--sequential-runs", type=int, default=0)
+    parser.add_argument("--dataset", default="e2e_nlg")
+    parser.add_argument("--techniques", default="naive,graphs,ss,best")
+    parser.add_argument("--model", default="125m")
+    parser.add_argument("--slow", default="graphs", help="the technique slowed by 10%% (default graphs)")
+    parser.add_argument("--changed", default="ss", help="the technique whose output is changed (default ss)")
+    parser.add_argument("--out", type=Path, help="default docs/results/<GPU model>")
+    parser.add_argument("--reuse", action="store_true", help="analyse the runs already under OUT/runs")
+    args, extra = parser.parse_known_args()
+    extra = [a for a in extra if a != "--"]
+    if args.out is None:
+        import torch
+
+        args.out = ROOT / "docs" / "results" / slug(torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
+    out = args.out
+    names = [f"identical_{i + 1}" for i in range(args.runs)]
+    seq_names = [f"sequential_{i + 1}" for i in range(args.sequential_runs)]
+    if args.reuse:
+        def path(n):
+            return out / "runs" / f"{n}.json"
+        runs, sequential = [path(n) for n in names], [path(n) for n in seq_names]
+        slow, changed = path("slowdown"), path("output_change")
+    else:
+        runs = [bench(out, n, args, extra) for n in names]
+        slow = bench(out, "slowdown", args, extra, inject=f"slow:{args.slow}:0.10")
+        changed = bench(out, "output_change", args, extra, inject=f"output:{args.changed}")
+        sequential = [bench(out, n, args, extra, interleave="off") for n in seq_names]
+    result = analyse(out, runs, sequential, slow, changed, f"{args.dataset}/{args.slow}", f"{args.dataset}/{args.changed}")
+    (out / "gate-validation.json").write_text(json.dumps(result, indent=2))
+    (out / "gate-validation.md").write_text(markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
