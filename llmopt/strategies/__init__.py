@@ -12,12 +12,14 @@ from .compose import Fast
 from .hf import HF
 from .naive import Half, Naive
 from .pld import PromptLookup
+from .sps import DraftModelSpeculation
 from .ss import SpecStream
 from .techniques import (GROUPS, TECHNIQUES, expand_techniques, known_technique, parse_technique,  # noqa: F401
                          technique_objective, technique_parts, validate_technique)
 
 OWN_CLASS = {("hf",): HF, ("naive",): Naive, ("half",): Half}  # names alone whose strategy has its own class
-DRAFTERS = {"ss": SpecStream, "pld": PromptLookup}  # the strategy of each drafting method, with its parts
+# the strategy of each drafting method (with whatever parts it composes with)
+DRAFTERS = {"ss": SpecStream, "pld": PromptLookup, "sps": DraftModelSpeculation}
 
 
 def get_strategy(name: str, **options) -> Strategy:

@@ -17,6 +17,8 @@ Techniques and what each adds:
           step is captured (spec_stream/static.py)
   pld     prompt lookup decoding (strategies/pld.py): n-gram drafts copied from the prompt and
           the output so far, verified as a chain by the plain model; composes with a precision
+  sps     two-model speculative decoding (strategies/sps.py): a small draft GPT-Neo drafts a
+          chain; composes with a precision (the draft runs in it too)
   best    a preset: the fastest composition measured, ss+flash2+graphs (fp16; see BEST)
   hf      stands alone (stock transformers)
 
@@ -37,7 +39,7 @@ import torch
 from ..capture import capture_options
 from ..models.attention import flash_attn_available
 
-TECHNIQUES = ("hf", "naive", "half", "bf16", "flash2", "graphs", "ss", "pld", "best")
+TECHNIQUES = ("hf", "naive", "half", "bf16", "flash2", "graphs", "ss", "pld", "sps", "best")
 PRECISION = {"naive": torch.float32, "half": torch.float16, "bf16": torch.bfloat16}
 # the fastest composition in the saved runs (NVIDIA H100, 2026-11-26: 1366 / 1410 tokens/s on E2E /
 # Spider, ss+half+graphs 1374 / 1298, flash2+graphs 883 / 896)
@@ -45,8 +47,8 @@ BEST = ("ss", "flash2", "graphs")
 ALONE = {
     "hf": "hf is stock transformers generate(), which none of our fast paths can change",
 }
-DRAFTING = ("ss", "pld")  # each drafts and verifies its own way: at most one per technique
-PEERS = ("pld",)  # Speculative Streaming's peers (the paper's related work), as built here
+DRAFTING = ("ss", "pld", "sps")  # each drafts and verifies its own way: at most one per technique
+PEERS = ("pld", "sps")  # Speculative Streaming's peers (the paper's related work), as built here
 PEERS_NOT_BUILT = ("flash2", "graphs")  # parts a peer's eager chain step does not compose with yet
 GROUPS = {"peers": PEERS}
 PROVIDERS = ("auto", "flash_attn", "sdpa_flash")
