@@ -33,6 +33,7 @@ from .augment import augment_split
 from .checkpoints import FINGERPRINT_KEY, atomic_dir, atomic_save, cache_dir, fingerprint, resolve_model_dir
 from .models.gpt_neo import SHAPES, GPTNeo, make_config
 from .spec_stream.loss import IGNORE, build_ss, ss_loss
+from .spec_stream.medusa import build_medusa, medusa_loss
 from .tokenizer import encode_example, load_tokenizer, train_tokenizer
 
 
@@ -93,6 +94,12 @@ def draft_recipe(dataset: str, target: str | Path, shape: str = "draft", **overr
     return default_recipe(dataset, shape, tokenizer_from=str(target), **overrides)
 
 
+def medusa_recipe(dataset: str, target: str | Path, shape: str = "125m", **overrides) -> Recipe:
+    """The recipe of Medusa heads for the `target` checkpoint (of `shape`, for the name): the
+    "medusa" objective on the frozen target, at Medusa-1's learning rate for heads (1e-3)."""
+    return default_recipe(dataset, shape, **{"base": str(target), "objective": "medusa", "lr": 1e-3, **overrides})
+
+
 def checkpoint_dir(dataset: str, recipe: Recipe) -> Path:
     return cache_dir() / "checkpoints" / f"{dataset}-{recipe.shape}-{recipe.objective}-{recipe.key()}"
 
@@ -111,7 +118,8 @@ def build_lm(config, base: GPTNeo | None, options: dict, seed: int) -> torch.nn.
 
 
 # name -> (build model from (config, base model or None, options, seed), loss function)
-OBJECTIVES: dict[str, tuple[Callable, Callable]] = {"lm": (build_lm, lm_loss), "ss": (build_ss, ss_loss)}
+OBJECTIVES: dict[str, tuple[Callable, Callable]] = {"lm": (build_lm, lm_loss), "ss": (build_ss, ss_loss),
+                                                    "medusa": (build_medusa, medusa_loss)}
 
 
 # -- data ---------------------------------------------------------------------------------------

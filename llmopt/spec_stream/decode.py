@@ -162,6 +162,26 @@ class Loop(DraftLoop):
         return None if state.pruned is None else [self.node_depths[n] for n in state.pruned.nodes[1:]]
 
 
+def commit_tree(tree: DraftTree, state: State, predicted: torch.Tensor, last: torch.Tensor) -> tuple[list[int], int]:
+    """After a forward over the whole tree: read the verdict (the step's one host sync), keep the
+    accepted path's keys/values, set the next root. `predicted` [size]: the model's token after
+    each node; `last` [1]: the accepted node (tree.accept). Returns the emitted tokens (the accepted
+    draft tokens, then the model's token after them) and the number of accepted draft tokens."""
+    verdict = torch.cat([last, predicted]).tolist()
+    last, predicted_host = verdict[0], verdict[1:]
+    path = tree.paths[last]
+    accepted = len(path) - 1
+    past = len(state.cache) - tree.size
+    if last == accepted:  # the top-1 chain (nodes 0..accepted): a slice keeps it in place
+        if accepted + 1 < tree.size:  # else the whole tree was accepted: nothing to drop
+            state.cache.keep(past + accepted + 1)
+    else:
+        state.cache.keep(past, tree.path_index[last] + past)
+    state.root = predicted[last: last + 1]
+    # an accepted token equals the prediction at its parent: the path's predictions are the output
+    return [predicted_host[i] for i in path], accepted
+
+
 def prefill(model: SpecStreamModel, prompt: list[int]) -> State:
     """Prefill the prompt, with streams at its last position only: the root and the first draft."""
     cache = model.base.new_cache()
@@ -244,19 +264,7 @@ class Decoder(Loop):
         predicted = main[0].argmax(-1)
         last = self.tree.accept(ids, predicted).view(1)
         state.stream_logits = self.model.stream_logits(streams, last)  # queued before the sync
-        verdict = torch.cat([last, predicted]).tolist()  # the step's one host sync
-        last, predicted_host = verdict[0], verdict[1:]
-        path = self.tree.paths[last]
-        accepted = len(path) - 1
-        past = len(state.cache) - self.tree.size
-        if last == accepted:  # the top-1 chain (nodes 0..accepted): a slice keeps it in place
-            if accepted + 1 < self.tree.size:  # else the whole tree was accepted: nothing to drop
-                state.cache.keep(past + accepted + 1)
-        else:
-            state.cache.keep(past, self.tree.path_index[last] + past)
-        state.root = predicted[last: last + 1]
-        # an accepted token equals the prediction at its parent: the path's predictions are the output
-        return [predicted_host[i] for i in path], accepted
+        return commit_tree(self.tree, state, predicted, last)
 
     def _verify_pruned(self, state: State, ids, main, streams) -> tuple[list[int], int]:
         """verify after a pruned forward: main / streams have one row per kept node."""

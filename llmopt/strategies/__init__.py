@@ -10,6 +10,7 @@ from typing import Callable
 from .base import Strategy
 from .compose import Fast
 from .hf import HF
+from .medusa import Medusa
 from .naive import Half, Naive
 from .pld import PromptLookup
 from .sps import DraftModelSpeculation
@@ -19,7 +20,7 @@ from .techniques import (GROUPS, TECHNIQUES, expand_techniques, known_technique,
 
 OWN_CLASS = {("hf",): HF, ("naive",): Naive, ("half",): Half}  # names alone whose strategy has its own class
 # the strategy of each drafting method (with whatever parts it composes with)
-DRAFTERS = {"ss": SpecStream, "pld": PromptLookup, "sps": DraftModelSpeculation}
+DRAFTERS = {"ss": SpecStream, "pld": PromptLookup, "sps": DraftModelSpeculation, "medusa": Medusa}
 
 
 def get_strategy(name: str, **options) -> Strategy:

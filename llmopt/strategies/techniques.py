@@ -19,11 +19,13 @@ Techniques and what each adds:
           the output so far, verified as a chain by the plain model; composes with a precision
   sps     two-model speculative decoding (strategies/sps.py): a small draft GPT-Neo drafts a
           chain; composes with a precision (the draft runs in it too)
+  medusa  Medusa-1 (strategies/medusa.py): heads on the last hidden state draft a tree, verified
+          with the tree mask; composes with a precision
   best    a preset: the fastest composition measured, ss+flash2+graphs (fp16; see BEST)
   hf      stands alone (stock transformers)
 
 Drafting methods (ss and its peers, DRAFTING) exclude one another: a step verifies one draft. The
-peers' chains run eagerly over the dynamic cache: with flash2 or graphs they are refused, as not
+peers' steps run eagerly over the dynamic cache: with flash2 or graphs they are refused, as not
 built yet (PEERS_NOT_BUILT).
 
 Groups (GROUPS, expand_techniques): a name standing for several techniques in a list, e.g.
@@ -39,7 +41,7 @@ import torch
 from ..capture import capture_options
 from ..models.attention import flash_attn_available
 
-TECHNIQUES = ("hf", "naive", "half", "bf16", "flash2", "graphs", "ss", "pld", "sps", "best")
+TECHNIQUES = ("hf", "naive", "half", "bf16", "flash2", "graphs", "ss", "pld", "sps", "medusa", "best")
 PRECISION = {"naive": torch.float32, "half": torch.float16, "bf16": torch.bfloat16}
 # the fastest composition in the saved runs (NVIDIA H100, 2026-11-26: 1366 / 1410 tokens/s on E2E /
 # Spider, ss+half+graphs 1374 / 1298, flash2+graphs 883 / 896)
@@ -47,9 +49,9 @@ BEST = ("ss", "flash2", "graphs")
 ALONE = {
     "hf": "hf is stock transformers generate(), which none of our fast paths can change",
 }
-DRAFTING = ("ss", "pld", "sps")  # each drafts and verifies its own way: at most one per technique
-PEERS = ("pld", "sps")  # Speculative Streaming's peers (the paper's related work), as built here
-PEERS_NOT_BUILT = ("flash2", "graphs")  # parts a peer's eager chain step does not compose with yet
+DRAFTING = ("ss", "pld", "sps", "medusa")  # each drafts and verifies its own way: at most one per technique
+PEERS = ("pld", "sps", "medusa")  # Speculative Streaming's peers (the paper's related work), as built here
+PEERS_NOT_BUILT = ("flash2", "graphs")  # parts a peer's eager step does not compose with yet
 GROUPS = {"peers": PEERS}
 PROVIDERS = ("auto", "flash_attn", "sdpa_flash")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
