@@ -30,9 +30,10 @@ from tqdm.auto import tqdm
 
 from . import data
 from .augment import augment_split
-from .checkpoints import FINGERPRINT_KEY, atomic_dir, atomic_save, cache_dir, fingerprint
+from .checkpoints import FINGERPRINT_KEY, atomic_dir, atomic_save, cache_dir, fingerprint, resolve_model_dir
 from .models.gpt_neo import SHAPES, GPTNeo, make_config
 from .spec_stream.loss import IGNORE, build_ss, ss_loss
+from .spec_stream.medusa import build_medusa, medusa_loss
 from .tokenizer import encode_example, load_tokenizer, train_tokenizer
 
 
@@ -55,9 +56,15 @@ class Recipe:
     objective: str = "lm"
     objective_options: dict = field(default_factory=dict)
     augment_copies: int = 0  # Spider only: add this many name-renamed copies of each training example (llmopt.augment)
+    # train from scratch with this checkpoint's tokenizer, vocabulary size and context (sps's draft
+    # model must share its target's); None: train a tokenizer on the dataset
+    tokenizer_from: str | None = None
 
     def key(self) -> str:
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        fields = dataclasses.asdict(self)
+        if fields["tokenizer_from"] is None:  # added later: recipes without it keep their names
+            del fields["tokenizer_from"]
+        blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -81,6 +88,18 @@ def default_recipe(dataset: str, shape: str = "125m", **overrides) -> Recipe:
     return recipe
 
 
+def draft_recipe(dataset: str, target: str | Path, shape: str = "draft", **overrides) -> Recipe:
+    """The recipe of sps's draft model for the `target` checkpoint: a small shape trained on the
+    same data with the target's tokenizer (shape="tiny" for CI)."""
+    return default_recipe(dataset, shape, tokenizer_from=str(target), **overrides)
+
+
+def medusa_recipe(dataset: str, target: str | Path, shape: str = "125m", **overrides) -> Recipe:
+    """The recipe of Medusa heads for the `target` checkpoint (of `shape`, for the name): the
+    "medusa" objective on the frozen target, at Medusa-1's learning rate for heads (1e-3)."""
+    return default_recipe(dataset, shape, **{"base": str(target), "objective": "medusa", "lr": 1e-3, **overrides})
+
+
 def checkpoint_dir(dataset: str, recipe: Recipe) -> Path:
     return cache_dir() / "checkpoints" / f"{dataset}-{recipe.shape}-{recipe.objective}-{recipe.key()}"
 
@@ -99,7 +118,8 @@ def build_lm(config, base: GPTNeo | None, options: dict, seed: int) -> torch.nn.
 
 
 # name -> (build model from (config, base model or None, options, seed), loss function)
-OBJECTIVES: dict[str, tuple[Callable, Callable]] = {"lm": (build_lm, lm_loss), "ss": (build_ss, ss_loss)}
+OBJECTIVES: dict[str, tuple[Callable, Callable]] = {"lm": (build_lm, lm_loss), "ss": (build_ss, ss_loss),
+                                                    "medusa": (build_medusa, medusa_loss)}
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -199,12 +219,18 @@ def _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, sav
         train_examples = augment_split(train_examples, recipe.augment_copies, 0.5, recipe.seed)
     eval_examples = data.load_split(dataset, "eval", data_dir)[:256]
     if recipe.base:
-        from .checkpoints import resolve_model_dir
-
         base_dir = resolve_model_dir(recipe.base)
         tokenizer = load_tokenizer(base_dir)
         base = GPTNeo.from_pretrained(base_dir)
         config = base.config
+    elif recipe.tokenizer_from:
+        source = resolve_model_dir(recipe.tokenizer_from)
+        tokenizer = load_tokenizer(source)
+        base = None
+        like = json.loads((source / "config.json").read_text())  # its token ids and positions
+        config = make_config(recipe.shape, vocab_size=like["vocab_size"],
+                             max_position_embeddings=like["max_position_embeddings"])
+        config.eos_token_id = config.bos_token_id = tokenizer.eos_token_id
     else:
         tokenizer = train_tokenizer((t for ex in train_examples for t in (ex.prompt, ex.target)), recipe.vocab_size)
         base = None

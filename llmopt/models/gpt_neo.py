@@ -25,9 +25,13 @@ from transformers import GPTNeoConfig
 
 from .attention import ATTENTION, Band
 
-# The public GPT-Neo sizes, plus a tiny one for tests and CI.
+# The public GPT-Neo sizes, plus a tiny one for tests and CI, and sps's draft model.
 SHAPES = {
     "tiny": dict(hidden_size=64, num_layers=4, num_heads=4, window_size=16, max_position_embeddings=512),
+    # sps's draft for a 125m target: a batch-1 step costs about one kernel launch per layer, so a
+    # third of the layers (4 of 12) makes a draft forward about 3x cheaper, and a third of the
+    # width (head size 64, as in 125m) keeps it ~15x smaller; the target's context and tokenizer
+    "draft": dict(hidden_size=256, num_layers=4, num_heads=4),
     "125m": dict(hidden_size=768, num_layers=12, num_heads=12),
     "1.3b": dict(hidden_size=2048, num_layers=24, num_heads=16),
     "2.7b": dict(hidden_size=2560, num_layers=32, num_heads=20),

@@ -56,39 +56,38 @@ def check_prune(prune: float) -> float:
     return prune
 
 
-class Loop:
-    """The decoding loop every speculative decoder shares: timing per phase, exact stops at EOS /
+class DraftLoop:
+    """The decoding loop every speculative decoder shares (Speculative Streaming here, the peers'
+    chains and heads in pld.py, sps.py, medusa.py): timing per phase, exact stops at EOS /
     max_new_tokens, acceptance statistics. A decoder supplies the phases, each under one name:
-    start(prompt, max_new_tokens) -> State (prefill: the root, the first token, and the first draft);
-    step_inputs(state) -> inputs (the draft tree: ids first, None where the step drafts on the
-    device; timed as prepare_s); forward(state, *inputs) -> outputs (tree decoding: forward_s);
-    verify(state, ids, *outputs) -> (emitted tokens, accepted draft tokens) (evaluate the draft,
-    commit the accepted path, set up the next draft: verify_s). `state.pruned`, if a forward
-    pruned the tree, says which nodes reached verification."""
+    start(prompt, max_new_tokens) -> state (prefill: the root, the first token, and the first draft);
+    step_inputs(state) -> inputs (the draft: ids first, None where the step drafts on the
+    device; timed as prepare_s); forward(state, *inputs) -> outputs (verifying the draft in one
+    forward: forward_s); verify(state, ids, *outputs) -> (emitted tokens, accepted draft tokens)
+    (evaluate the draft, commit the accepted path, set up the next draft: verify_s).
 
-    def __init__(self, model: SpecStreamModel, topk: Sequence[int]):
-        """What every decoder derives from the model and the tree shape, once."""
-        if len(topk) > model.gamma:
-            raise ValueError(f"a tree of depth {len(topk)} needs {len(topk)} streams; the model has {model.gamma}")
-        base = model.base
-        self.model = model
-        self.device = base.lm_head.weight.device
-        self.tree = tree = DraftTree(topk, self.device)
-        self.limit = base.config.max_position_embeddings  # the model's positions
-        self.split = len(base.transformer.h) - model.num_stream_layers
-        # a step's own mask columns (tree nodes, then their streams) never change, nor each row's depth
-        self.tree_masks = model.stream_masks(base.masks(0, tree.depths, tree.ancestors), 0, tree.size)
-        self.row_depths = torch.cat([tree.depths, tree.depths.repeat_interleave(model.gamma)])
+    And what its statistics count: `depth` (the deepest draft), `limit` (the model's positions),
+    `nodes_per_depth` / `full_size` (the draft nodes per depth and all nodes, root included, of a
+    whole draft), and verified_depths(state): the depths of the draft nodes of the last step that
+    reached verification, or None when the whole draft did (counted once at the end: no per-step
+    work on the common path)."""
+
+    depth: int
+    limit: int
+    nodes_per_depth: list[int]
+    full_size: int
+
+    def verified_depths(self, state) -> list[int] | None:
+        return None
 
     def generate(self, prompt: list[int], max_new_tokens: int, eos_id: int | None, clock: Clock) -> Generation:
         """Greedy decoding; stops at EOS (kept) or max_new_tokens, truncating a step's tokens there."""
-        tree = self.tree
         out = Generation(tokens=[], forward_calls=0)
-        accepted_per_step, accepted_per_depth = [], [0] * tree.depth
-        # proposed_per_depth counts the drafted nodes that reached verification (pruning drops
-        # some); kept_per_step: the tree nodes the MSA layers processed per step
-        proposed_per_depth, kept_per_step, depths = [0] * tree.depth, [], [len(p) - 1 for p in tree.paths]
-        whole_tree_steps = 0  # steps whose every node reached verification, counted in at the end
+        accepted_per_step, accepted_per_depth = [], [0] * self.depth
+        # proposed_per_depth counts the drafted nodes that reached verification (tree pruning or a
+        # short chain has fewer); kept_per_step: the nodes (root included) each step's forward verified
+        proposed_per_depth, kept_per_step = [0] * self.depth, []
+        whole_draft_steps = 0  # steps whose every node reached verification, counted in at the end
         out.stats = {"accepted_per_step": accepted_per_step, "accepted_per_depth": accepted_per_depth,
                      "proposed_per_depth": proposed_per_depth, "kept_per_step": kept_per_step}
         if max_new_tokens <= 0:
@@ -124,16 +123,63 @@ class Loop:
             accepted_per_step.append(accepted)
             for d in range(accepted):
                 accepted_per_depth[d] += 1
-            if state.pruned is None:
-                whole_tree_steps += 1
-                kept_per_step.append(tree.size)
+            verified = self.verified_depths(state)
+            if verified is None:
+                whole_draft_steps += 1
+                kept_per_step.append(self.full_size)
             else:
-                kept_per_step.append(len(state.pruned.nodes))
-                for node in state.pruned.nodes[1:]:
-                    proposed_per_depth[depths[node] - 1] += 1
-        for d, n in enumerate(tree.nodes_per_depth):
-            proposed_per_depth[d] += whole_tree_steps * n
+                kept_per_step.append(1 + len(verified))
+                for depth in verified:
+                    proposed_per_depth[depth - 1] += 1
+        for d, n in enumerate(self.nodes_per_depth):
+            proposed_per_depth[d] += whole_draft_steps * n
         return out
+
+
+class Loop(DraftLoop):
+    """The DraftLoop of Speculative Streaming's tree: the phases over a SpecStreamModel (a State
+    each step; tree decoding is the forward). `state.pruned`, if a forward pruned the tree, says
+    which nodes reached verification."""
+
+    def __init__(self, model: SpecStreamModel, topk: Sequence[int]):
+        """What every decoder derives from the model and the tree shape, once."""
+        if len(topk) > model.gamma:
+            raise ValueError(f"a tree of depth {len(topk)} needs {len(topk)} streams; the model has {model.gamma}")
+        base = model.base
+        self.model = model
+        self.device = base.lm_head.weight.device
+        self.tree = tree = DraftTree(topk, self.device)
+        self.limit = base.config.max_position_embeddings  # the model's positions
+        self.split = len(base.transformer.h) - model.num_stream_layers
+        # a step's own mask columns (tree nodes, then their streams) never change, nor each row's depth
+        self.tree_masks = model.stream_masks(base.masks(0, tree.depths, tree.ancestors), 0, tree.size)
+        self.row_depths = torch.cat([tree.depths, tree.depths.repeat_interleave(model.gamma)])
+        self.depth, self.nodes_per_depth, self.full_size = tree.depth, tree.nodes_per_depth, tree.size
+        self.node_depths = [len(p) - 1 for p in tree.paths]
+
+    def verified_depths(self, state: State) -> list[int] | None:
+        """The kept nodes' depths after a pruned forward (pruning drops some), else None."""
+        return None if state.pruned is None else [self.node_depths[n] for n in state.pruned.nodes[1:]]
+
+
+def commit_tree(tree: DraftTree, state: State, predicted: torch.Tensor, last: torch.Tensor) -> tuple[list[int], int]:
+    """After a forward over the whole tree: read the verdict (the step's one host sync), keep the
+    accepted path's keys/values, set the next root. `predicted` [size]: the model's token after
+    each node; `last` [1]: the accepted node (tree.accept). Returns the emitted tokens (the accepted
+    draft tokens, then the model's token after them) and the number of accepted draft tokens."""
+    verdict = torch.cat([last, predicted]).tolist()
+    last, predicted_host = verdict[0], verdict[1:]
+    path = tree.paths[last]
+    accepted = len(path) - 1
+    past = len(state.cache) - tree.size
+    if last == accepted:  # the top-1 chain (nodes 0..accepted): a slice keeps it in place
+        if accepted + 1 < tree.size:  # else the whole tree was accepted: nothing to drop
+            state.cache.keep(past + accepted + 1)
+    else:
+        state.cache.keep(past, tree.path_index[last] + past)
+    state.root = predicted[last: last + 1]
+    # an accepted token equals the prediction at its parent: the path's predictions are the output
+    return [predicted_host[i] for i in path], accepted
 
 
 def prefill(model: SpecStreamModel, prompt: list[int]) -> State:
@@ -218,19 +264,7 @@ class Decoder(Loop):
         predicted = main[0].argmax(-1)
         last = self.tree.accept(ids, predicted).view(1)
         state.stream_logits = self.model.stream_logits(streams, last)  # queued before the sync
-        verdict = torch.cat([last, predicted]).tolist()  # the step's one host sync
-        last, predicted_host = verdict[0], verdict[1:]
-        path = self.tree.paths[last]
-        accepted = len(path) - 1
-        past = len(state.cache) - self.tree.size
-        if last == accepted:  # the top-1 chain (nodes 0..accepted): a slice keeps it in place
-            if accepted + 1 < self.tree.size:  # else the whole tree was accepted: nothing to drop
-                state.cache.keep(past + accepted + 1)
-        else:
-            state.cache.keep(past, self.tree.path_index[last] + past)
-        state.root = predicted[last: last + 1]
-        # an accepted token equals the prediction at its parent: the path's predictions are the output
-        return [predicted_host[i] for i in path], accepted
+        return commit_tree(self.tree, state, predicted, last)
 
     def _verify_pruned(self, state: State, ids, main, streams) -> tuple[list[int], int]:
         """verify after a pruned forward: main / streams have one row per kept node."""

@@ -1,5 +1,6 @@
 """The techniques, by name: `get_strategy` parses a name once (techniques.py) and builds the
-strategy that runs it."""
+strategy that runs it; `expand_techniques` replaces a group of techniques (GROUPS, e.g. `peers`)
+in a list by its members."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ from typing import Callable
 from .base import Strategy
 from .compose import Fast
 from .hf import HF
+from .medusa import Medusa
 from .naive import Half, Naive
+from .pld import PromptLookup
+from .sps import DraftModelSpeculation
 from .ss import SpecStream
-from .techniques import (TECHNIQUES, known_technique, parse_technique, technique_objective,  # noqa: F401
-                         technique_parts, validate_technique)
+from .techniques import (GROUPS, TECHNIQUES, expand_techniques, known_technique, parse_technique,  # noqa: F401
+                         technique_objective, technique_parts, validate_technique)
 
 OWN_CLASS = {("hf",): HF, ("naive",): Naive, ("half",): Half}  # names alone whose strategy has its own class
+# the strategy of each drafting method (with whatever parts it composes with)
+DRAFTERS = {"ss": SpecStream, "pld": PromptLookup, "sps": DraftModelSpeculation, "medusa": Medusa}
 
 
 def get_strategy(name: str, **options) -> Strategy:
@@ -25,7 +31,7 @@ def get_strategy(name: str, **options) -> Strategy:
         strategy = OWN_CLASS[technique.parts](**options)
         strategy.name = technique.name
         return strategy
-    return (SpecStream if technique.ss else Fast)(technique, **options)
+    return DRAFTERS.get(technique.drafting, Fast)(technique, **options)
 
 
 # every technique by name, each a factory taking the technique's options

@@ -15,8 +15,21 @@ Techniques and what each adds:
           its tree masks are arbitrary, so with flash2 its attention is SDPA's memory-efficient
           kernel (the fused kernel that takes a mask), and with graphs the whole verify-and-draft
           step is captured (spec_stream/static.py)
+  pld     prompt lookup decoding (strategies/pld.py): n-gram drafts copied from the prompt and
+          the output so far, verified as a chain by the plain model; composes with a precision
+  sps     two-model speculative decoding (strategies/sps.py): a small draft GPT-Neo drafts a
+          chain; composes with a precision (the draft runs in it too)
+  medusa  Medusa-1 (strategies/medusa.py): heads on the last hidden state draft a tree, verified
+          with the tree mask; composes with a precision
   best    a preset: the fastest composition measured, ss+flash2+graphs (fp16; see BEST)
   hf      stands alone (stock transformers)
+
+Drafting methods (ss and its peers, DRAFTING) exclude one another: a step verifies one draft. The
+peers' steps run eagerly over the dynamic cache: with flash2 or graphs they are refused, as not
+built yet (PEERS_NOT_BUILT).
+
+Groups (GROUPS, expand_techniques): a name standing for several techniques in a list, e.g.
+`peers`, the methods Speculative Streaming is compared against.
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ import torch
 from ..capture import capture_options
 from ..models.attention import flash_attn_available
 
-TECHNIQUES = ("hf", "naive", "half", "bf16", "flash2", "graphs", "ss", "best")
+TECHNIQUES = ("hf", "naive", "half", "bf16", "flash2", "graphs", "ss", "pld", "sps", "medusa", "best")
 PRECISION = {"naive": torch.float32, "half": torch.float16, "bf16": torch.bfloat16}
 # the fastest composition in the saved runs (NVIDIA H100, 2026-11-26: 1366 / 1410 tokens/s on E2E /
 # Spider, ss+half+graphs 1374 / 1298, flash2+graphs 883 / 896)
@@ -36,6 +49,10 @@ BEST = ("ss", "flash2", "graphs")
 ALONE = {
     "hf": "hf is stock transformers generate(), which none of our fast paths can change",
 }
+DRAFTING = ("ss", "pld", "sps", "medusa")  # each drafts and verifies its own way: at most one per technique
+PEERS = ("pld", "sps", "medusa")  # Speculative Streaming's peers (the paper's related work), as built here
+PEERS_NOT_BUILT = ("flash2", "graphs")  # parts a peer's eager step does not compose with yet
+GROUPS = {"peers": PEERS}
 PROVIDERS = ("auto", "flash_attn", "sdpa_flash")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64}
@@ -82,6 +99,11 @@ class Technique:
         return "ss" in self.parts
 
     @property
+    def drafting(self) -> str | None:
+        """The drafting method (one of DRAFTING), or None for plain decoding."""
+        return next((p for p in self.parts if p in DRAFTING), None)
+
+    @property
     def objective(self) -> str:
         """The training objective its checkpoint needs: "ss" (multi-stream loss) or "lm"."""
         return "ss" if self.ss else "lm"
@@ -117,6 +139,15 @@ def parse_technique(name: str) -> Technique:
     if len(precisions) > 1:
         raise ValueError(f"{name!r}: conflicting precisions {' and '.join(precisions)} "
                          "(naive is fp32, half fp16, bf16 bfloat16)")
+    drafting = [p for p in parts if p in DRAFTING]
+    if len(drafting) > 1:
+        raise ValueError(f"{name!r}: {' and '.join(drafting)} are both drafting methods; a step verifies "
+                         "one draft, so they do not combine")
+    for part in PEERS_NOT_BUILT:
+        if part in parts and drafting and drafting[0] in PEERS:
+            raise ValueError(f"{name!r}: {drafting[0]}+{part} is not built yet ({drafting[0]}'s step runs "
+                             f"eagerly over the dynamic cache); compose {drafting[0]} with a precision: "
+                             f"{drafting[0]}+half, {drafting[0]}+bf16")
     if "flash2" in parts and precisions == ["naive"]:
         raise ValueError(f"{name!r}: naive runs in float32 and FlashAttention-2 has no float32 kernels: "
                          "use flash2 (fp16), half+flash2 or bf16+flash2")
@@ -135,6 +166,15 @@ def known_technique(name: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def expand_techniques(names) -> list[str]:
+    """Technique names with each group (GROUPS, e.g. `peers`) replaced by its members, in order,
+    each once; names are not validated here (parse_technique does that)."""
+    out = []
+    for name in names:
+        out += GROUPS.get(name.strip(), (name,))
+    return list(dict.fromkeys(out))
 
 
 def technique_objective(name: str) -> str:

@@ -1,0 +1,53 @@
+"""What the peers of Speculative Streaming share as strategies (`Drafting`): the target GPT-Neo at
+the technique's precision, eager attention over the dynamic cache, a decoder that runs
+spec_stream's DraftLoop, and a record that names the drafting parts' extra parameters (what the
+report compares: 0 for pld, the draft model's for sps, the heads' for medusa)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..generation import Clock
+from ..models.gpt_neo import GPTNeo, param_bytes
+from ..spec_stream.decode import DraftLoop
+from .base import Strategy
+from .techniques import Technique, resolve_dtype
+
+
+class Drafting(Strategy):
+    """A subclass builds its decoder from the target (`make_decoder`) and says what it drafts with
+    (`drafter`: the module of extra parameters, or None)."""
+
+    def __init__(self, technique: Technique, dtype=None):
+        self.technique = technique
+        self.name = technique.name
+        self.dtype = resolve_dtype(technique, dtype)
+
+    def make_decoder(self, target: GPTNeo, checkpoint) -> DraftLoop:
+        raise NotImplementedError
+
+    def drafter(self) -> nn.Module | None:
+        return None
+
+    def prepare(self, checkpoint, device):
+        self.device = torch.device(device)
+        target = GPTNeo.from_pretrained(checkpoint, device=self.device, dtype=self.dtype).eval()
+        self.clock = Clock(self.device)
+        with torch.inference_mode():
+            self.decoder = self.make_decoder(target, checkpoint)
+
+    @torch.inference_mode()
+    def generate(self, prompt, max_new_tokens, eos_id):
+        return self.decoder.generate(prompt, max_new_tokens, eos_id, self.clock)
+
+    def options(self) -> dict:
+        """The method's own options, for the record."""
+        return {}
+
+    def config(self) -> dict:
+        drafter = self.drafter()
+        extra = {"techniques": self.technique.label, **self.options(),
+                 "extra_parameters": 0 if drafter is None else sum(p.numel() for p in drafter.parameters()),
+                 "extra_parameter_bytes": 0 if drafter is None else param_bytes(drafter)}
+        return {**super().config(), **extra}

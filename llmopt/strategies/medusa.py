@@ -1,0 +1,40 @@
+"""Medusa-1 (`medusa`, Cai et al. 2024): heads on the frozen model's last hidden state draft a tree
+from their top-k, verified in one forward with the tree mask (spec_stream/medusa.py). The heads
+are trained on the target checkpoint by the "medusa" objective (llmopt.train.medusa_recipe) and
+loaded from the option `heads` (a directory; default: the checkpoint itself). Composes with a
+precision: `medusa+half`, `medusa+bf16`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..spec_stream.medusa import MedusaDecoder, MedusaModel
+from .drafting import Drafting
+from .ss import DEFAULT_TOPK, parse_topk
+from .techniques import Technique, parse_technique
+
+MEDUSA = parse_technique("medusa")
+
+
+class Medusa(Drafting):
+    def __init__(self, technique: Technique = MEDUSA, dtype=None, heads: str | Path | None = None,
+                 topk=DEFAULT_TOPK):
+        """heads: the directory of the trained heads (default: the checkpoint); topk: tokens of head
+        k at depth k of the draft tree (the same default tree as ss; cut to the number of heads)."""
+        super().__init__(technique, dtype)
+        self.heads = None if heads is None else Path(heads)
+        self.topk = parse_topk(topk)
+        if not self.topk or min(self.topk) < 1:
+            raise ValueError(f"topk must be positive tokens per depth, got {topk!r}")
+
+    def make_decoder(self, target, checkpoint):
+        model = MedusaModel.load_heads(target, self.heads or checkpoint).eval()
+        return MedusaDecoder(model, self.topk[: model.gamma])
+
+    def drafter(self):
+        return self.decoder.model.drafting_modules()
+
+    def options(self) -> dict:
+        tree = self.decoder.tree
+        return {"topk": ",".join(map(str, tree.topk)), "tree_size": tree.size, "gamma": self.decoder.model.gamma,
+                "share_head": self.decoder.model.share_head, "heads": None if self.heads is None else self.heads.name}

@@ -1,0 +1,39 @@
+"""Two-model speculative decoding (`sps`, Leviathan et al. 2023; Chen et al. 2023): a small draft
+GPT-Neo with the target's tokenizer drafts a chain of k tokens, the target verifies it in one
+forward (spec_stream/draft_model.py). Composes with a precision: `sps+half`, `sps+bf16` (the draft
+runs in it too). The draft checkpoint is the option `draft`; the benchmark trains one with the
+target's tokenizer (llmopt.train.draft_recipe)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..models.gpt_neo import GPTNeo
+from ..spec_stream.draft_model import DEFAULT_K, DraftModelDecoder
+from .drafting import Drafting
+from .techniques import Technique, parse_technique
+
+SPS = parse_technique("sps")
+
+
+class DraftModelSpeculation(Drafting):
+    def __init__(self, technique: Technique = SPS, dtype=None, draft: str | Path | None = None, k: int = DEFAULT_K):
+        """draft: the draft model's checkpoint directory (needed by prepare); k: tokens drafted per step."""
+        super().__init__(technique, dtype)
+        self.draft = None if draft is None else Path(draft)
+        self.k = int(k)
+        if self.k < 1:
+            raise ValueError(f"k, the draft length, must be at least 1, got {k}")
+
+    def make_decoder(self, target, checkpoint):
+        if self.draft is None:
+            raise ValueError(f"{self.technique.label} needs a draft model: option draft=<checkpoint directory> "
+                             "(one trained with the target's tokenizer: llmopt.train.draft_recipe)")
+        draft = GPTNeo.from_pretrained(self.draft, device=self.device, dtype=self.dtype).eval()
+        return DraftModelDecoder(target, draft, self.k)
+
+    def drafter(self):
+        return self.decoder.draft_model
+
+    def options(self) -> dict:
+        return {"k": self.k, "draft": None if self.draft is None else self.draft.name}
