@@ -36,9 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--base", help="fine-tune this checkpoint (directory or hub id) instead of training from scratch")
     train.add_argument("--steps", type=options.positive_int, help="optimizer steps (default: the dataset's recipe)")
     train.add_argument("--batch-size", type=options.positive_int)
-    train.add_argument("--lr", type=positive_float)
-    train.add_argument("--objective", default="lm", choices=("lm", "ss"),
-                       help="lm (next token) or ss (Speculative Streaming: main + 0.1 x each stream's CE)")
+    train.add_argument("--lr", type=options.positive_float)
+    train.add_argument("--objective", default="lm", choices=("lm", "ss", "medusa"),
+                       help="lm (next token), ss (Speculative Streaming: main + 0.1 x each stream's CE) or medusa "
+                            "(Medusa-1 heads on the frozen --base checkpoint)")
     train.add_argument("--augment-copies", type=options.positive_int,
                        help="spider: add this many renamed copies of each training example (made-up table/column "
                             "names, consistent across schema, question and SQL) to teach copying from the schema")
@@ -104,16 +105,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
 def non_negative_int(text: str) -> int:
     return 0 if text.strip() == "0" else options.positive_int(text)
 
@@ -127,12 +118,17 @@ def _common(p):
 def cmd_train(args) -> int:
     from . import measure, quality
     from .strategies.naive import Naive
-    from .train import default_recipe, ensure_trained, train
+    from .train import default_recipe, ensure_trained, medusa_recipe, train
 
     overrides = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, base=args.base,
                                        augment_copies=args.augment_copies).items()
                  if v is not None}
-    recipe = default_recipe(args.dataset, args.shape, objective=args.objective, **overrides)
+    if args.objective == "medusa":
+        if not args.base:
+            raise ValueError("--objective medusa trains heads on a frozen checkpoint: name it with --base DIR")
+        recipe = medusa_recipe(args.dataset, overrides.pop("base"), args.shape, **overrides)
+    else:
+        recipe = default_recipe(args.dataset, args.shape, objective=args.objective, **overrides)
     if args.gamma or args.stream_layers:
         if args.objective != "ss":
             raise ValueError("--gamma and --stream-layers need --objective ss")

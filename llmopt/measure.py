@@ -25,12 +25,13 @@ from tqdm.auto import tqdm
 from . import data, near_ties, quality, timing
 from .checkpoints import fingerprint, resolve_model_dir
 from .models.gpt_neo import SHAPES
-from .options import Settings, build_strategy
 from .generation import Clock, Generation
+from .options import Settings, build_strategy
+from .strategies import technique_parts
 from .strategies.base import Strategy
 from .strategies.naive import Naive
 from .tokenizer import encode_prompt, load_tokenizer
-from .train import default_recipe, ensure_trained
+from .train import default_recipe, draft_recipe, ensure_trained, medusa_recipe
 
 
 @dataclass
@@ -415,7 +416,8 @@ class Bench:
                 total = sum(len(t) for t in self.plan.values())
                 print(f"cell {self._counted}/{max(total, self._counted)}: {dataset} {technique}", file=sys.stderr)
             try:
-                strategy = build_strategy(technique, s.options_for(technique))
+                strategy = build_strategy(technique, {**self.drafting_options(dataset, technique),
+                                                      **s.options_for(technique)})
                 self.reference(dataset, strategy.dtype)  # before this strategy's model takes memory
                 cells[technique] = self._prepare(strategy, workload)
                 if not s.interleave:  # one after another: time it now, then free it
@@ -431,6 +433,22 @@ class Bench:
         if torch.device(s.device).type == "cuda":
             torch.cuda.empty_cache()
         return {t: out[t] for t in techniques}
+
+    def drafting_options(self, dataset: str, technique: str) -> dict:
+        """What a peer method drafts with, trained for this dataset's checkpoint once and cached:
+        sps's draft model (a small shape with the target's tokenizer), Medusa's heads (on the
+        frozen target). Options given by the user take precedence."""
+        parts = technique_parts(technique)
+        if "sps" not in parts and "medusa" not in parts:
+            return {}
+        s, workload = self.settings, self.workload(dataset)
+        shape = workload.model if workload.model in SHAPES else "125m"
+
+        def trained(recipe):
+            return str(ensure_trained(dataset, recipe, data_dir=s.data_dir, device=s.device))
+        if "sps" in parts:
+            return {"draft": trained(draft_recipe(dataset, workload.checkpoint, "tiny" if shape == "tiny" else "draft"))}
+        return {"heads": trained(medusa_recipe(dataset, workload.checkpoint, shape))}
 
     def _prepare(self, strategy: Strategy, workload: Workload) -> Cell:
         device = self.settings.device

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import data, timing
-from .strategies import get_strategy, technique_objective, technique_parts, validate_technique
+from .strategies import expand_techniques, get_strategy, technique_objective, technique_parts, validate_technique
 
 DEFAULT_TECHNIQUES = ("hf", "naive", "half", "ss")
 # A round of passes over the prompts lasts at least this long on a GPU (a pass of a fast cell over 32
@@ -38,31 +38,36 @@ def _bad(message: str):
     return argparse.ArgumentTypeError(message)
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, convert, expected: str):
     try:
-        value = int(text)
+        return convert(text)
     except ValueError:
-        raise _bad(f"expected a positive whole number, got {text!r}") from None
+        raise _bad(f"expected {expected}, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int, "a positive whole number")
     if value < 1:
         raise _bad(f"must be at least 1, got {value}")
     return value
 
 
+def positive_float(text: str) -> float:
+    value = _number(text, float, "a number")
+    if not value > 0:
+        raise _bad(f"must be positive, got {value}")
+    return value
+
+
 def seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise _bad(f"expected seconds, got {text!r}") from None
+    value = _number(text, float, "seconds")
     if not 0 <= value < float("inf"):
         raise _bad(f"seconds must be 0 or more, got {value}")
     return value
 
 
 def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise _bad(f"expected a fraction such as 0.05, got {text!r}") from None
+    value = _number(text, float, "a fraction such as 0.05")
     if not 0 <= value < 1:
         raise _bad(f"a fraction in [0, 1), got {value}")
     return value
@@ -79,7 +84,7 @@ def dataset_list(text: str) -> list[str]:
 
 
 def technique_list(text: str) -> list[str]:
-    names = [x.strip() for x in text.split(",") if x.strip()]
+    names = expand_techniques([x.strip() for x in text.split(",") if x.strip()])  # groups, e.g. peers
     for name in names:
         try:
             validate_technique(name)
@@ -129,6 +134,11 @@ def objective_name(text: str) -> str:
     return text
 
 
+def _both(key: str, unit: str = "") -> str:
+    """A default as the help says it: the GPU's, then the CPU's."""
+    return f"{GPU_DEFAULTS[key]:g}{unit} on a GPU, {CPU_DEFAULTS[key]:g}{unit} on a CPU"
+
+
 def add_bench_options(addoption) -> None:
     """Declare the options on `addoption` (pytest's group.addoption or argparse's add_argument)."""
     gpu, cpu = GPU_DEFAULTS, CPU_DEFAULTS
@@ -137,7 +147,8 @@ def add_bench_options(addoption) -> None:
                                        f"{', '.join(data.DATASETS)})")
     addoption("--techniques", "--technique", dest="techniques", type=technique_list, action="extend", default=None,
               metavar="T[,T...]", help=f"techniques, comma-separated or repeated (default: "
-                                       f"{','.join(DEFAULT_TECHNIQUES)}); '+' combines them, e.g. ss+half+graphs")
+                                       f"{','.join(DEFAULT_TECHNIQUES)}); '+' combines them, e.g. ss+half+graphs; 'peers' stands for "
+                                       f"the methods Speculative Streaming is compared against")
     addoption("--model", default=None,
               help=f"a shape trained per dataset and cached (tiny, 125m, 1.3b, 2.7b), a checkpoint directory or a "
                    f"hub id (default {gpu['model']} on a GPU, {cpu['model']} on a CPU)")
@@ -145,22 +156,20 @@ def add_bench_options(addoption) -> None:
               help="training objective of shape checkpoints: lm or ss (default: ss when a technique needs "
                    "speculative streams, else lm); every technique runs on the same checkpoint")
     addoption("--num-prompts", dest="num_prompts", type=positive_int, default=None, metavar="N",
-              help=f"evaluation prompts per dataset (default {gpu['num_prompts']} on a GPU, {cpu['num_prompts']} on a CPU)")
+              help=f"evaluation prompts per dataset (default {_both('num_prompts')})")
     addoption("--max-new-tokens", dest="max_new_tokens", type=positive_int, default=None, metavar="N",
-              help=f"new tokens per prompt at most (default {gpu['max_new_tokens']} on a GPU, "
-                   f"{cpu['max_new_tokens']} on a CPU)")
+              help=f"new tokens per prompt at most (default {_both('max_new_tokens')})")
     addoption("--rounds", type=positive_int, default=None, metavar="N",
-              help=f"timed passes over the prompts per cell, at least (default {gpu['rounds']} on a GPU, "
-                   f"{cpu['rounds']} on a CPU)")
+              help=f"timed passes over the prompts per cell, at least (default {_both('rounds')})")
     addoption("--min-time", dest="min_time", type=seconds, default=None, metavar="S",
-              help=f"timed work per cell, at least (default {gpu['min_time']:g} s on a GPU, {cpu['min_time']:g} on a CPU); "
-                   f"then rounds go on until the {timing.CONFIDENCE:.0%} interval of the median is within --target-ci")
+              help=f"timed work per cell, at least (default {_both('min_time', ' s')}); "
+                   f"then rounds go on until the {timing.CONFIDENCE:.0%}% interval of the median is within --target-ci")
     addoption("--max-time", dest="max_time", type=seconds, default=None, metavar="S",
-              help=f"timed work per cell, at most, once --rounds are done (default {gpu['max_time']:g} s on a GPU, "
-                   f"{cpu['max_time']:g} on a CPU: exactly --rounds rounds); a cell stopped by it is marked not converged")
+              help=f"timed work per cell, at most, once --rounds are done (default {_both('max_time', ' s')}: on a CPU "
+                   f"exactly --rounds rounds); a cell stopped by it is marked not converged")
     addoption("--round-time", dest="round_time", type=seconds, default=None, metavar="S",
               help=f"a timed round repeats the pass over the prompts until it lasts this long (default "
-                   f"{gpu['round_time']:g} s on a GPU, {cpu['round_time']:g} on a CPU: one pass)")
+                   f"{_both('round_time', ' s')}: one pass)")
     addoption("--target-ci", dest="target_ci", type=fraction, default=None, metavar="FRACTION",
               help=f"relative width of the median's confidence interval to stop at (default {timing.REL_CI})")
     addoption("--interleave", dest="interleave", default=None, choices=("cells", "off"),

@@ -166,6 +166,21 @@ def test_llmopt_compare_merge_and_report(saved_runs, env, tmp_path):
     assert list(out.glob("*.png"))
 
 
+@pytest.mark.parametrize("command", ["", "train", "bench", "compare", "merge", "report"])
+def test_every_command_explains_itself(command, capsys):
+    from llmopt import cli
+
+    assert cli.main([command, "--help"] if command else ["--help"]) == 0
+    assert "usage: llmopt" in capsys.readouterr().out
+
+
+def test_pytest_bench_help_lists_the_benchmark_options(env):
+    result = run(["pytest", "bench", "--help"], env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for option in ("--techniques", "--min-time", "--interleave", "--gate-baseline", "--gate-tolerance"):
+        assert option in result.stdout
+
+
 # -- bad input: one line, exit 2 (pytest: its own usage error), before any work ------------------
 
 BAD_CLI = [
