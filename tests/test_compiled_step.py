@@ -1,12 +1,13 @@
-"""The static decode step under torch.compile (capture.py's "torch.compile" runtime), on the CPU.
+"""The static decode steps under torch.compile (capture.py's "torch.compile" runtime), on the CPU.
 
-The plain step (models/static_cache.py) compiles to one graph (fullgraph=True) per bucket during
-setup and never again while decoding; every tensor it reads has a static address and no two share
-storage (what mode="reduce-overhead" needs to keep a step in one CUDA graph without copying inputs
-in at each replay); inductor writes the KV cache in place, not by copying a layer; and the compiled
-step emits plain greedy decoding's tokens in float32. Most tests trace with backend="aot_eager" (the
-same graph, no code generation: seconds on two cores); one runs inductor. What only a GPU shows
-(CUDA graphs under reduce-overhead, and speed) is left to test_fastpaths' CUDA tests.
+The plain step (models/static_cache.py) and Speculative Streaming's tree step (spec_stream/static.py,
+unpadded and padded) each compile to one graph (fullgraph=True) per bucket during setup and never
+again while decoding; every tensor they read has a static address and no two share storage (what
+mode="reduce-overhead" needs to keep a step in one CUDA graph without copying inputs in at each
+replay); inductor writes the KV cache in place, not by copying a layer; and the compiled steps emit
+plain greedy decoding's tokens in float32. Most tests trace with backend="aot_eager" (the same graph,
+no code generation: seconds on two cores); one per step runs inductor. What only a GPU shows (CUDA
+graphs under reduce-overhead, and speed) is left to test_fastpaths' CUDA tests and size_sweep.py.
 """
 
 import re
@@ -19,6 +20,8 @@ from llmopt.capture import GraphRunner
 from llmopt.generation import Clock, greedy
 from llmopt.models.gpt_neo import GPTNeo, make_config
 from llmopt.models.static_cache import StaticDecoder
+from llmopt.spec_stream import SpecStreamModel
+from llmopt.spec_stream.static import StaticTreeDecoder
 
 CLOCK = Clock("cpu")
 VOCAB = 53
@@ -125,3 +128,43 @@ def test_inductor_step_writes_the_cache_in_place_and_decodes_like_greedy():
     bounds = cache_loop_bounds(code)
     layer = decoder.cache.kv[0, 0].numel()
     assert bounds and max(bounds) < layer, (max(bounds), layer)
+
+
+def ss_model():
+    return SpecStreamModel.random(CONFIG, gamma=3, num_stream_layers=2, seed=0).eval()
+
+
+def assert_tree_decodes_like_greedy(model, decoder):
+    for prompt, max_new in zip(PROMPTS, (8, 30, 40)):
+        out = decoder.generate(prompt, max_new, None, CLOCK)
+        assert out.tokens == greedy(model.base, prompt, max_new, None, CLOCK).tokens
+        assert out.forward_calls < max_new  # drafts were accepted: the tree step did the work
+
+
+@pytest.mark.parametrize("pad_rows", [1, 16])
+@torch.inference_mode()
+def test_tree_step_compiles_once_per_bucket_and_decodes_like_greedy(pad_rows):
+    model = ss_model()
+    model.base.fuse_qkv()
+    decoder = StaticTreeDecoder(model, (2, 2, 1), max_len=64, pad_rows=pad_rows)
+    assert decoder.nodes % pad_rows == 0 and decoder.nodes >= decoder.tree.size == 11
+    recorder = Recorder()
+    decoder.runner = GraphRunner(decoder, "torch.compile", 40, backend=recorder)
+    buckets = len(decoder.runner.lengths)
+    assert buckets >= 2 and recorder.graphs == buckets
+    assert_tree_decodes_like_greedy(model, decoder)
+    assert recorder.graphs == buckets  # no recompile while decoding
+    recorder.assert_static_inputs()
+
+
+@torch.inference_mode()
+def test_inductor_tree_step_decodes_like_greedy():
+    """The padded tree step through inductor (one bucket): greedy's tokens in float32."""
+    model = ss_model()
+    model.base.fuse_qkv()
+    decoder = StaticTreeDecoder(model, (2, 2, 1), max_len=64, pad_rows=8)
+    recorder = Recorder("inductor")
+    decoder.runner = GraphRunner(decoder, "torch.compile", 10_000, backend=recorder, warmup=1)
+    assert recorder.graphs == 1
+    assert_tree_decodes_like_greedy(model, decoder)
+    assert recorder.graphs == 1
