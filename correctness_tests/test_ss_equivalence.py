@@ -3,7 +3,8 @@
 Random tiny GPT-Neo configs (local windows shorter than some prompts), random and untrained
 streams, random draft trees, prompts, lengths and EOS ids, tree pruning off or at random thresholds,
 both attention implementations (eager, which the `ss` preset runs, and sdpa); float64 on CPU, so
-near-ties cannot excuse a mismatch.
+near-ties cannot excuse a mismatch. The static tree step (what ss+graphs captures) likewise, with
+its rows padded or not.
 """
 
 import torch
@@ -72,5 +73,18 @@ def test_static_tree_step_equals_greedy(case, bucket):
     runner) emits plain greedy decoding's tokens."""
     model = model_of(case)
     decoder = StaticTreeDecoder(model, case["topk"])
+    decoder.runner = GraphRunner(decoder, "static", bucket)
+    assert_decodes_like_greedy(model, decoder, case)
+
+
+@settings(max_examples=100, derandomize=True, deadline=None)
+@given(cases(), st.integers(1, 64), st.sampled_from([2, 8, 16]))
+@torch.inference_mode()
+def test_padded_tree_step_equals_greedy(case, bucket, pad_rows):
+    """With its rows padded to a multiple of `pad_rows`, the static tree step still emits plain greedy
+    decoding's tokens: padding nodes are seen by no tree node and never accepted or committed."""
+    model = model_of(case)
+    decoder = StaticTreeDecoder(model, case["topk"], pad_rows=pad_rows)
+    assert decoder.nodes % pad_rows == 0 and decoder.nodes >= decoder.tree.size
     decoder.runner = GraphRunner(decoder, "static", bucket)
     assert_decodes_like_greedy(model, decoder, case)

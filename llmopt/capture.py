@@ -7,13 +7,19 @@ up to the cache's slots), so one graph per bucket is captured up front; each gen
 smallest bucket that holds its prompt and new tokens. Capture/compile time is one-off and reported
 as `setup_s`, apart from the per-token timings. The options are validated here, once
 (`capture_options`), for the technique grammar and the runner alike.
+
+torch.compile is used the gpt-fast way: the whole step is one graph (fullgraph=True: a graph
+break fails setup instead of splitting the step), its only Python value is the bucket (one
+specialisation per bucket, all compiled during setup), the position lives in a device tensor, every
+tensor the step mutates has a static address, and a recompile while decoding raises
+(fail_on_recompile) instead of silently costing a compile or an eager fallback mid-measurement.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 
@@ -50,20 +56,26 @@ def capture_options(runtime: str | None = None, bucket: int | None = None,
 
 
 class GraphRunner:
-    """Runs a static-shape step, `decoder.step(length)`, for a fixed set of lengths, captured or not."""
+    """Runs a static-shape step, `decoder.step(length)`, for a fixed set of lengths, captured or not.
 
-    def __init__(self, decoder: StaticStep, runtime: str, bucket: int, warmup: int = 3):
+    `backend`: torch.compile's backend for the "torch.compile" runtime (inductor; "aot_eager" traces
+    the same graph without generating code: CPU tests). On CUDA, inductor runs mode="reduce-overhead"
+    (CUDA graphs); elsewhere the compiled step runs as generated."""
+
+    def __init__(self, decoder: StaticStep, runtime: str, bucket: int, warmup: int = 3,
+                 backend: str | Callable = "inductor"):
         runtime, bucket, _ = capture_options(runtime, bucket)
         self.decoder, self.runtime = decoder, runtime
         max_len = decoder.cache.max_len
         self.lengths = sorted({min(max_len, b * bucket) for b in range(1, math.ceil(max_len / bucket) + 1)})
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.compiled = None
+        self.cuda = decoder.cache.pos.device.type == "cuda"
         start = time.perf_counter()
         if runtime == "cuda_graph":
             self._capture(warmup)
         elif runtime == "torch.compile":
-            self._compile(warmup)
+            self._compile(warmup, backend)
         self.setup_s = time.perf_counter() - start
 
     def length_for(self, total: int) -> int:
@@ -92,23 +104,20 @@ class GraphRunner:
             self.graphs[n] = graph
         torch.cuda.synchronize()
 
-    def _compile(self, warmup: int) -> None:
-        import torch._dynamo.config as dynamo_config  # a torch submodule, not loaded by `import torch`
-
+    def _compile(self, warmup: int, backend: str | Callable) -> None:
         decoder = self.decoder
         for t in decoder.static_tensors():
             torch._dynamo.mark_static_address(t)  # mutated in place: must stay inside the cudagraph
-        for knob in ("recompile_limit", "cache_size_limit"):  # one specialisation per bucket
-            if hasattr(dynamo_config, knob):
-                setattr(dynamo_config, knob, max(getattr(dynamo_config, knob), len(self.lengths) + 2))
-                break
-        self.compiled = torch.compile(decoder.step, mode="reduce-overhead", dynamic=False, fullgraph=False)
+        allow_specialisations(len(self.lengths))
+        mode = "reduce-overhead" if self.cuda and backend == "inductor" else None
+        self.compiled = torch.compile(decoder.step, backend=backend, mode=mode, fullgraph=True, dynamic=False)
         for n in self.lengths:  # compile and record every bucket now, not during timing
             decoder.cache.pos.zero_()
             for _ in range(warmup):
                 torch.compiler.cudagraph_mark_step_begin()
                 self.compiled(n)
-        torch.cuda.synchronize()
+        if self.cuda:
+            torch.cuda.synchronize()
 
     def __call__(self, length: int) -> None:
         """One step over `length` slots; its results are in the decoder's output tensors."""
@@ -116,6 +125,19 @@ class GraphRunner:
             self.graphs[length].replay()
         elif self.runtime == "torch.compile":
             torch.compiler.cudagraph_mark_step_begin()
-            self.compiled(length)
+            with torch.compiler.set_stance("fail_on_recompile"):  # every bucket was compiled in setup
+                self.compiled(length)
         else:
             self.decoder.step(length)
+
+
+def allow_specialisations(n: int) -> None:
+    """Room for n more compiled specialisations of a step. Dynamo keeps them per code object, and
+    every decoder of a kind shares `step`'s code, so each runner adds its buckets to the limit
+    (past it, dynamo stops compiling the step)."""
+    import torch._dynamo.config as dynamo_config  # a torch submodule, not loaded by `import torch`
+
+    for knob in ("recompile_limit", "cache_size_limit"):  # the name changed in torch 2.6
+        if hasattr(dynamo_config, knob):
+            setattr(dynamo_config, knob, getattr(dynamo_config, knob) + n)
+            return

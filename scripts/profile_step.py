@@ -3,13 +3,15 @@
 
     python3 scripts/profile_step.py [--techniques naive,ss] [--shape 125m] [--vocab 8192]
         [--prompt-len 600] [--new-tokens 64] [--gamma 4] [--stream-layers 2] [--topk 2,2,1,1]
-        [--device cuda] [--shapes] [--json out.json]
+        [--device cuda] [--shapes] [--json out.json] [--runtime cuda_graph] [--pad-rows 16]
 
 The model is a random GPT-Neo of --shape with random stream embeddings (speed per step does not
 depend on what the weights say; acceptance does, so steps, not tokens, are the unit here). Per
 technique: one warm-up generate, then one timed generate (wall per forward call) and one profiled
-generate: total host time of the ops, total device time of the kernels, launches per step and the
-top kernels by device time.
+generate: total host time of the ops, total device time of the kernels, host launches per step
+(a CUDA graph is one), device kernels per step (llmopt.hardware.device_kernels: a graph's kernels
+each) and the top kernels by device time. --runtime / --pad-rows: options of the graphs techniques
+(pad-rows: ss+graphs only), e.g. `--techniques ss+graphs --pad-rows 16` against the default.
 """
 
 from __future__ import annotations
@@ -27,15 +29,20 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from llmopt.hardware import device_kernels  # noqa: E402
 from llmopt.models.gpt_neo import make_config  # noqa: E402
 from llmopt.spec_stream.model import SpecStreamModel  # noqa: E402
 from llmopt.strategies import get_strategy  # noqa: E402
-from llmopt.strategies import technique_objective  # noqa: E402
+from llmopt.strategies import parse_technique, technique_objective  # noqa: E402
 
 
 def profile_technique(technique: str, checkpoint: Path, device: str, prompt: list[int], new_tokens: int,
-                      topk: str, top: int = 12, shapes: bool = False) -> dict:
-    options = {"topk": topk} if technique_objective(technique) == "ss" else {}
+                      topk: str, top: int = 12, shapes: bool = False, runtime: str | None = None,
+                      pad_rows: int | None = None) -> dict:
+    ss = technique_objective(technique) == "ss"
+    options = {"topk": topk} if ss else {}
+    if parse_technique(technique).graphs:
+        options.update(runtime=runtime, **({"pad_rows": pad_rows} if ss else {}))
     strategy = get_strategy(technique, **options)
     strategy.prepare(checkpoint, device)
     strategy.generate(prompt, new_tokens, None)  # warm-up (and capture, for graphs)
@@ -65,6 +72,7 @@ def profile_technique(technique: str, checkpoint: Path, device: str, prompt: lis
     return {
         "technique": technique, "forward_calls": steps, "wall_ms_per_step": 1e3 * wall / steps,
         "device_ms_per_step": device_us / 1e3 / steps, "launches_per_step": launches / steps,
+        "device_kernels_per_step": device_kernels(prof.events()) / steps, "config": strategy.config(),
         "top_kernels_ms_per_step": {name[:90]: round(us / 1e3 / steps, 4) for name, us in kernels.most_common(top)},
     }
 
@@ -82,6 +90,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--shapes", action="store_true", help="also print the costliest ops with their operand shapes")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--runtime", help="graphs runtime (cuda_graph, torch.compile; default cuda_graph)")
+    parser.add_argument("--pad-rows", type=int, help="ss+graphs: pad the tree step's rows to a multiple of this")
     args = parser.parse_args()
 
     config = make_config(args.shape, vocab_size=args.vocab)
@@ -93,10 +103,11 @@ def main() -> None:
         del model
         for technique in args.techniques.split(","):
             row = profile_technique(technique, Path(tmp), args.device, prompt, args.new_tokens, args.topk,
-                                    shapes=args.shapes)
+                                    shapes=args.shapes, runtime=args.runtime, pad_rows=args.pad_rows)
             rows.append(row)
             print(f"{technique:>20}: {row['wall_ms_per_step']:.3f} ms/step wall, {row['device_ms_per_step']:.3f} ms "
-                  f"kernels, {row['launches_per_step']:.0f} launches/step, {row['forward_calls']} steps", flush=True)
+                  f"kernels, {row['launches_per_step']:.0f} launches/step, {row['device_kernels_per_step']:.0f} device "
+                  f"kernels/step, {row['forward_calls']} steps", flush=True)
             for name, ms in row["top_kernels_ms_per_step"].items():
                 print(f"{'':>24}{ms:8.4f}  {name}")
     if args.json:

@@ -3,10 +3,13 @@ memory-bandwidth floor measured in the same run (where half precision and graphs
 
     python3 scripts/size_sweep.py --out results.json [--shapes 125m,1.3b,2.7b]
         [--techniques naive,half,flash2,half+graphs,flash2+graphs] [--new-tokens 128] [--prompt-len 64]
-        [--runs 3] [--device cuda] [--copy-mib 1024]
+        [--runs 3] [--device cuda] [--copy-mib 1024] [--runtime cuda_graph,torch.compile]
 
-Bandwidth: a --copy-mib buffer is copied device-to-device (warm-up first, then timed with CUDA events,
-perf_counter on CPU); bandwidth = (bytes read + bytes written) / time = 2 * bytes / t.
+Bandwidth: llmopt.hardware.copy_bandwidth, a --copy-mib buffer copied device-to-device (warm-up
+first, median of timed copies with CUDA events); bandwidth = (bytes read + bytes written) / time =
+2 * bytes / t. None on CPU, and with it the floor columns.
+--runtime: the graphs runtime(s); with several, every graphs technique runs once per runtime (its
+rows say which), so `--techniques half+graphs --runtime cuda_graph,torch.compile` compares them.
 Per shape: GPTNeo.random(make_config(shape), seed=0) is built on the device in fp16 (GPT-2 vocab) and
 saved to a temporary checkpoint (deleted after the shape); each technique's prepare() casts it to its
 own dtype. Per technique: one warm-up generate, then --runs timed generates of --new-tokens from a
@@ -15,9 +18,12 @@ fixed seeded prompt of --prompt-len random ids, EOS ignored (eos_id=None), each 
   tokens_per_s (median, min, max over runs; new tokens / wall time of the whole call),
   decode_ms_per_token = (wall - ttft) / (tokens - 1): decode steps only, prefill excluded,
   peak_memory_bytes (torch.cuda.max_memory_allocated, reset before prepare),
-  weight_bytes = param_bytes(model) at the technique's dtype (what each decode step must read),
+  weight_bytes = hardware.weight_bytes(model) at the technique's dtype (what each decode step must read),
   floor_ms = weight_bytes / bandwidth and floor_fraction = floor_ms / decode_ms_per_token
   (1.0 = at the bandwidth floor; the target for half+graphs / flash2+graphs on 1.3b and 2.7b is >= 0.5),
+  kernels_per_token: device kernels per token over one more, profiled, generate (prefill included;
+  plain greedy makes one token per step, so it is also kernels per step; None on CPU),
+  runtime: the graphs runtime (None without graphs),
   match / first_mismatch: tokens equal to the plain decode at the same precision (naive for fp32,
   half for fp16), the tokens, setup_s and strategy.config(). A failing technique (OOM, no flash on CPU) is
   recorded with its error and the sweep goes on. The JSON (header: gpu, driver, versions, bandwidth,
@@ -34,20 +40,21 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from llmopt.hardware import bandwidth_floor_fraction, copy_bandwidth, kernels_per_token, weight_bytes  # noqa: E402
 from llmopt.measure import driver_version, peak_memory, reset_peak_memory  # noqa: E402
-from llmopt.models.gpt_neo import GPTNeo, make_config, param_bytes  # noqa: E402
+from llmopt.models.gpt_neo import GPTNeo, make_config  # noqa: E402
 from llmopt.near_ties import first_divergence  # noqa: E402
 from llmopt.strategies import get_strategy  # noqa: E402
 from llmopt.generation import Clock  # noqa: E402
 from llmopt.strategies.techniques import parse_technique  # noqa: E402
 from llmopt.strategies.naive import Naive  # noqa: E402
+from llmopt.capture import capture_options  # noqa: E402
 
 GIB = 2 ** 30
 
@@ -56,41 +63,19 @@ def line(*parts):
     print(*parts, flush=True)
 
 
-def copy_bandwidth(device: torch.device, mib: int, iters: int = 10) -> float:
-    """Device-to-device copy bandwidth in bytes/s, counting bytes read + bytes written (2 * size / t)."""
-    src = torch.empty(mib * 2 ** 20, dtype=torch.uint8, device=device)
-    src.fill_(1)  # touch the pages (CPU) before timing
-    dst = torch.empty_like(src)
-    for _ in range(3):
-        dst.copy_(src)
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize(device)
-        start.record()
-        for _ in range(iters):
-            dst.copy_(src)
-        end.record()
-        end.synchronize()
-        seconds = start.elapsed_time(end) / 1e3
-    else:
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            dst.copy_(src)
-        seconds = time.perf_counter() - t0
-    return 2 * src.numel() * iters / seconds
-
-
-def header(device: torch.device, bandwidth: float, args) -> dict:
+def header(device: torch.device, bandwidth: float | None, args) -> dict:
     import transformers
 
     cuda = device.type == "cuda"
     return {"gpu": torch.cuda.get_device_name(device) if cuda else None, "driver": driver_version() if cuda else None,
             "cuda": torch.version.cuda, "torch": torch.__version__, "transformers": transformers.__version__,
             "device": str(device), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "bandwidth_bytes_per_s": bandwidth, "bandwidth_gb_per_s": bandwidth / 1e9,
+            "bandwidth_bytes_per_s": bandwidth, "bandwidth_gb_per_s": None if bandwidth is None else bandwidth / 1e9,
             "bandwidth_definition": f"device-to-device copy of {args.copy_mib} MiB: (bytes read + bytes written) / time",
             "floor_definition": "floor_ms = weight_bytes / bandwidth; floor_fraction = floor_ms / decode_ms_per_token, "
                                 "decode_ms_per_token = (wall - ttft) / (new tokens - 1)",
+            "kernels_definition": "device kernels (memcpy and memset included; a CUDA graph's kernels each) per "
+                                  "new token over one profiled generate, prefill included",
             "new_tokens": args.new_tokens, "prompt_len": args.prompt_len, "runs": args.runs, "eos": None}
 
 
@@ -100,13 +85,20 @@ def free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def measure(name: str, ckpt: Path, prompt: list[int], args, device, bandwidth: float) -> tuple[dict, list[int]]:
-    """One technique on one checkpoint: its row and its tokens."""
+def runs_of(name: str, device: torch.device, runtimes: list[str]) -> list[str | None]:
+    """The graphs runtimes a technique runs with (None: it has no graphs); on CPU the uncaptured one."""
+    if "graphs" not in parse_technique(name):
+        return [None]
+    return ["static"] if device.type != "cuda" else runtimes
+
+
+def measure(name: str, ckpt: Path, prompt: list[int], args, device, bandwidth: float | None,
+            runtime: str | None = None) -> tuple[dict, list[int]]:
+    """One technique (with graphs: on `runtime`) on one checkpoint: its row and its tokens."""
     options = {}
-    if "graphs" in parse_technique(name):
+    if runtime is not None:
         # static cache slots: the prompt and new tokens, rounded up to a bucket (one graph to capture)
-        options = {"runtime": "static" if device.type != "cuda" else args.runtime,
-                   "max_len": -(-(args.prompt_len + args.new_tokens) // 256) * 256}
+        options = {"runtime": runtime, "max_len": -(-(args.prompt_len + args.new_tokens) // 256) * 256}
     strategy = get_strategy(name, **options)
     reset_peak_memory(device)
     strategy.prepare(ckpt, device)
@@ -120,12 +112,15 @@ def measure(name: str, ckpt: Path, prompt: list[int], args, device, bandwidth: f
     tokens = gens[0].tokens
     rates = sorted(len(g.tokens) / w for g, w in zip(gens, walls))
     decode_ms = statistics.median((w - g.ttft_s) / max(len(g.tokens) - 1, 1) * 1e3 for g, w in zip(gens, walls))
-    weight_bytes = param_bytes(strategy.model)
-    floor_ms = weight_bytes / bandwidth * 1e3
-    row = {"tokens_per_s": statistics.median(rates), "tokens_per_s_min": rates[0], "tokens_per_s_max": rates[-1],
-           "decode_ms_per_token": decode_ms, "ttft_ms": statistics.median(g.ttft_s for g in gens) * 1e3,
-           "new_tokens": len(tokens), "peak_memory_bytes": peak_memory(device), "weight_bytes": weight_bytes,
-           "floor_ms": floor_ms, "floor_fraction": floor_ms / decode_ms,
+    kernels = kernels_per_token(lambda: strategy.generate(prompt, args.new_tokens, None), len(tokens))
+    weights = weight_bytes(strategy.model)
+    row = {"runtime": runtime, "tokens_per_s": statistics.median(rates), "tokens_per_s_min": rates[0],
+           "tokens_per_s_max": rates[-1], "decode_ms_per_token": decode_ms,
+           "ttft_ms": statistics.median(g.ttft_s for g in gens) * 1e3,
+           "new_tokens": len(tokens), "peak_memory_bytes": peak_memory(device), "weight_bytes": weights,
+           "floor_ms": None if bandwidth is None else weights / bandwidth * 1e3,
+           "floor_fraction": bandwidth_floor_fraction(weights, bandwidth, decode_ms / 1e3),
+           "kernels_per_token": kernels,
            "stable_across_runs": all(g.tokens == tokens for g in gens),
            "setup_s": strategy.setup_s, "dtype": str(strategy.dtype).removeprefix("torch."), "config": strategy.config(),
            "tokens": tokens}
@@ -150,23 +145,32 @@ def match_plain(tokens, plain: dict, dtype, ckpt: Path, prompt, args, device) ->
     return {"match": mismatch is None, "first_mismatch": mismatch}
 
 
+def fmt(value, scale: float = 1.0, digits: int = 2) -> str:
+    return "-" if value is None else f"{value / scale:.{digits}f}"
+
+
 def write(out: Path, report: dict) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str))
     h = report["header"]
+    bandwidth = "-" if h["bandwidth_gb_per_s"] is None else f"{h['bandwidth_gb_per_s']:.0f} GB/s"
     title = (f"# Size sweep: {h['gpu'] or h['device']}, {h['new_tokens']} new tokens, prompt {h['prompt_len']}, "
-             f"copy bandwidth {h['bandwidth_gb_per_s']:.0f} GB/s")
+             f"copy bandwidth {bandwidth}")
     md = [title, "",
-          "| shape | technique | tokens/s | decode ms/token | peak mem GiB | weight GiB | floor fraction | match |",
-          "|---|---|---:|---:|---:|---:|---:|---|"]
+          "| shape | technique | runtime | tokens/s | decode ms/token | peak mem GiB | weight GiB | floor fraction "
+          "| kernels/token | match |",
+          "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in report["rows"]:
+        runtime = r.get("runtime") or "-"
         if "error" in r:
-            md.append(f"| {r['shape']} | {r['technique']} | failed: {r['error'][:120].replace('|', '/')} | | | | | |")
+            md.append(f"| {r['shape']} | {r['technique']} | {runtime} | failed: {r['error'][:120].replace('|', '/')} "
+                      "| | | | | | |")
             continue
-        peak = "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / GIB:.2f}"
-        md.append(f"| {r['shape']} | {r['technique']} | {r['tokens_per_s']:.1f} | {r['decode_ms_per_token']:.2f} | "
-                  f"{peak} | {r['weight_bytes'] / GIB:.2f} | {r['floor_fraction']:.2f} | {r['match']} |")
+        md.append(f"| {r['shape']} | {r['technique']} | {runtime} | {r['tokens_per_s']:.1f} | "
+                  f"{r['decode_ms_per_token']:.2f} | {fmt(r['peak_memory_bytes'], GIB)} | {r['weight_bytes'] / GIB:.2f} | "
+                  f"{fmt(r['floor_fraction'])} | {fmt(r['kernels_per_token'], digits=0)} | {r['match']} |")
     md += ["", "floor fraction = (weight bytes / copy bandwidth) / decode ms per token; 1.0 is the bandwidth floor.",
+           "kernels/token: device kernels per token over a whole generate (prefill included; one step per token).",
            "match: tokens equal to the plain decode at the same precision (naive for fp32, half for fp16)."]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
 
@@ -182,15 +186,20 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=3, help="timed generates per technique, after one warm-up")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--copy-mib", type=int, default=1024, help="buffer size of the bandwidth copy")
-    parser.add_argument("--runtime", default="cuda_graph", choices=("cuda_graph", "torch.compile"),
-                        help="runtime of the graphs techniques (default cuda_graph)")
+    parser.add_argument("--runtime", default="cuda_graph",
+                        help="comma-separated runtimes of the graphs techniques, each run in turn "
+                             "(cuda_graph, torch.compile; default cuda_graph)")
     args = parser.parse_args(argv)
+    runtimes = args.runtime.split(",")
+    for runtime in runtimes:
+        capture_options(runtime)  # an unknown runtime fails here, before any work
     device = torch.device(args.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    bandwidth = copy_bandwidth(device, args.copy_mib)
+    bandwidth = copy_bandwidth(device, args.copy_mib)  # None on CPU
     report = {"header": header(device, bandwidth, args), "rows": []}
-    line(f"device {report['header']['gpu'] or device}: copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write)")
+    line(f"device {report['header']['gpu'] or device}: copy bandwidth "
+         f"{fmt(bandwidth, 1e9, 1)} GB/s (read + write)")
     for shape in args.shapes.split(","):
         config = make_config(shape)
         prompt = torch.randint(0, config.vocab_size, (args.prompt_len,), generator=torch.Generator().manual_seed(0)).tolist()
@@ -202,24 +211,27 @@ def main(argv=None):
             free(device)
             line(f"== {shape}: random fp16 checkpoint saved ==")
             plain: dict[torch.dtype, list[int]] = {}  # plain-decode tokens by dtype, the match reference
-            for name in args.techniques.split(","):
+            for name, runtime in [(n, r) for n in args.techniques.split(",") for r in runs_of(n, device, runtimes)]:
                 row = {"shape": shape, "technique": name}
                 try:
-                    result, tokens = measure(name, ckpt, prompt, args, device, bandwidth)
+                    result, tokens = measure(name, ckpt, prompt, args, device, bandwidth, runtime)
                     row.update(result)
                 except Exception as exc:  # noqa: BLE001 - recorded; the sweep goes on
+                    row["runtime"] = runtime
                     row["error"] = f"{type(exc).__name__}: {exc}"
                 free(device)  # outside `except`: its traceback would keep an OOM'd model alive
+                label = name if runtime in (None, "static") or len(runtimes) == 1 else f"{name}[{runtime}]"
                 if "error" not in row:
                     dtype = getattr(torch, row["dtype"])
                     if name in ("naive", "half"):
                         plain[dtype] = tokens
                     row.update(match_plain(tokens, plain, dtype, ckpt, prompt, args, device))
-                    line(f"{shape:6s} {name:16s} {row['tokens_per_s']:8.1f} tok/s  "
-                         f"{row['decode_ms_per_token']:7.2f} ms/tok  floor {row['floor_fraction']:.2f}  peak {(row['peak_memory_bytes'] or 0) / GIB:.2f} GiB  "
-                         f"match {row['match']}")
+                    line(f"{shape:6s} {label:30s} {row['tokens_per_s']:8.1f} tok/s  "
+                         f"{row['decode_ms_per_token']:7.2f} ms/tok  floor {fmt(row['floor_fraction'])}  "
+                         f"kernels/token {fmt(row['kernels_per_token'], digits=0)}  "
+                         f"peak {(row['peak_memory_bytes'] or 0) / GIB:.2f} GiB  match {row['match']}")
                 else:
-                    line(f"{shape:6s} {name:16s} FAILED {row['error'][:200]}")
+                    line(f"{shape:6s} {label:30s} FAILED {row['error'][:200]}")
                 report["rows"].append(row)
                 write(args.out, report)
     line(f"wrote {args.out} and {args.out.with_suffix('.md')}")

@@ -324,3 +324,16 @@ def test_composed_ss_on_cuda_agree_with_half(ss_checkpoint, name):
     _, ref = run("half", ss_checkpoint, "cuda")
     same = sum(a.tokens[:8] == b.tokens[:8] for a, b in zip(got, ref))
     assert same >= len(ref) // 2 and strategy.dtype == torch.float16
+
+
+def test_ss_graphs_pads_its_rows_on_request(ss_checkpoint):
+    """pad_rows reaches the tree step (static runtime on CPU: naive's tokens); an option of graphs only."""
+    _, ref = run("naive", ss_checkpoint)
+    strategy, got = run("ss+graphs", ss_checkpoint, topk="2,1,1", runtime="static", pad_rows=16)
+    assert [g.tokens for g in got] == [g.tokens for g in ref]
+    assert strategy.decoder.nodes == 16 and strategy.config()["pad_rows"] == 16
+    assert get_strategy("ss+graphs").pad_rows == 1  # off by default
+    with pytest.raises(ValueError, match="pad_rows pads the static tree step of graphs"):
+        get_strategy("ss", pad_rows=8)
+    with pytest.raises(ValueError, match="must be >= 1"):
+        get_strategy("ss+graphs", pad_rows=0)

@@ -30,18 +30,24 @@ class StaticKVCache:
         layers = len(model.transformer.h)
         self.layout, self.max_len = layout, max_len
         self.seq_dim = 4 if layout == "bhld" else 3  # in `kv` [layers, 2, *shape]
-        # one buffer: a speculative step's commit moves every layer's keys and values in one copy
+        # One buffer: a speculative step's commit moves every layer's keys and values in one copy.
+        # No per-layer views are kept: torch.compile would see them as separate, aliased inputs
+        # that it cannot keep at static addresses (reduce-overhead then skips CUDA graphs).
         self.kv = torch.zeros((layers, 2, *shape), device=weight.device, dtype=weight.dtype)
-        self.keys = [self.kv[i, 0] for i in range(layers)]  # views (not unbind's: those refuse in-place writes)
-        self.values = [self.kv[i, 1] for i in range(layers)]
+        self.layer_ids = torch.arange(layers, device=weight.device)  # index tensors for `append`
+        self.kinds = torch.arange(2, device=weight.device)  # 0: keys, 1: values
         self.pos = torch.zeros(1, dtype=torch.long, device=weight.device)  # where the next token goes
         self.index = self.pos  # the slots `append` writes (its first k.shape[2] entries)
         self.length = max_len  # how many slots attention reads (the step's bucket)
 
+    def static_tensors(self) -> list[torch.Tensor]:
+        """The cache's tensors a step reads or writes in place (fixed addresses for torch.compile)."""
+        return [self.kv, self.layer_ids, self.kinds, self.pos, self.index]
+
     def view(self, layer: int, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The first `length` slots of a layer as [1, heads, length, head_dim] (views, no copy)."""
         n = self.length if length is None else length
-        k, v = self.keys[layer], self.values[layer]
+        k, v = self.kv[layer, 0], self.kv[layer, 1]
         if self.layout == "bhld":
             return k[:, :, :n], v[:, :, :n]
         return k[:, :n].transpose(1, 2), v[:, :n].transpose(1, 2)
@@ -49,12 +55,15 @@ class StaticKVCache:
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write T tokens' keys/values ([1, heads, T, head_dim]) at `index[:T]`; return the read window."""
         at = self.index[: k.shape[2]]
-        if self.layout == "bhld":
-            self.keys[layer].index_copy_(2, at, k)
-            self.values[layer].index_copy_(2, at, v)
-        else:
-            self.keys[layer].index_copy_(1, at, k.transpose(1, 2))
-            self.values[layer].index_copy_(1, at, v.transpose(1, 2))
+        layer_id = self.layer_ids[layer: layer + 1]
+        before = [None, None] if self.layout == "bhld" else [None]  # the full dims before the slots
+        for kind, x in enumerate((k, v)):
+            # kv[layer, kind, ..., at] = x as index_put_ into the whole buffer: torch.compile writes
+            # that in place, but index_copy_ into a layer's view by copying the whole layer out and
+            # back every step. The advanced indices are apart, so T leads the written shape.
+            # (aten's op: Tensor.index_put_ takes no None for a full dim)
+            torch.ops.aten.index_put_(self.kv, [layer_id, self.kinds[kind: kind + 1], *before, at],
+                                      x.permute(2, 0, 1, 3))
         return self.view(layer)
 
     def append_transient(self, layer: int, k: torch.Tensor, v: torch.Tensor, keep: int):
@@ -106,7 +115,7 @@ class StaticDecoder:
 
     def static_tensors(self) -> list[torch.Tensor]:
         """The tensors the step reads or writes in place: fixed addresses for torch.compile."""
-        return [self.token, self.cache.pos, self.slots, self.cache.kv]
+        return [self.token, self.slots, *self.cache.static_tensors()]
 
     def masks(self, length: int) -> dict:
         pos = self.cache.pos

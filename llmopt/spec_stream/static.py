@@ -8,6 +8,18 @@ forward; accept the longest verified path; move the accepted path's keys/values 
 (the top-1 chain is already there); advance pos; keep the next root and the streams that draft the
 next tree. The host reads `verdict` ([the last accepted node, the main stream's prediction at every
 node]) once per step to emit tokens. Tree pruning has host-dependent shapes: not offered here.
+
+The step is one graph for torch.compile (fullgraph, see capture.py): no host reads, no Python
+branch on a tensor's value, every tensor it reads at a fixed address (`static_tensors`), the write
+slots computed into a preallocated index.
+
+Padding (`pad_rows`, off by default): round the tree's node rows (and so its stream rows) up to a
+multiple, with padding nodes that see only themselves and the committed slots, are seen by no tree
+node and are never accepted or committed (their keys/values land in the scratch slots past the
+tree). Why: a profile of the 125m step on CUDA found the fp32 MLP down-projection over 15 tree rows
+on a slow SIMT cuBLAS kernel (83 µs against 16 µs for the up-projection). Off by default because
+that one profile is the only evidence: fp32 without TF32 never runs on tensor cores, so whether 16
+rows get a faster kernel than 15 is for a GPU run to show (size_sweep / profile_step, pad_rows=16).
 """
 
 from __future__ import annotations
@@ -22,15 +34,26 @@ from .decode import Loop, State, prefill
 from .model import SpecStreamModel
 
 MASKED_KERNELS = ("eager", "sdpa", "sdpa_efficient")  # tree masks are arbitrary: no flash kernel takes one
+DEFAULT_PAD_ROWS = 1  # no padding (see the module docstring)
+
+
+def check_pad_rows(pad_rows: int | None) -> int:
+    """The multiple the tree step's node rows are padded to (1: none; None: the default), or ValueError."""
+    pad = DEFAULT_PAD_ROWS if pad_rows is None else int(pad_rows)
+    if pad < 1:
+        raise ValueError(f"pad_rows, the multiple the tree step's rows are padded to, must be >= 1, got {pad_rows}")
+    return pad
 
 
 class StaticTreeDecoder(Loop):
     """`runner` (set by the caller: a capture.GraphRunner over this decoder) replays step(length)
-    and says which bucket of slots a generation needs; without one, step runs uncaptured."""
+    and says which bucket of slots a generation needs; without one, step runs uncaptured.
+    `pad_rows`: pad the tree's node rows to a multiple of it (1: no padding)."""
 
     runner: GraphRunner | None
 
-    def __init__(self, model: SpecStreamModel, topk: Sequence[int], max_len: int | None = None):
+    def __init__(self, model: SpecStreamModel, topk: Sequence[int], max_len: int | None = None,
+                 pad_rows: int | None = None):
         base = model.base
         if base.attention not in MASKED_KERNELS:
             raise ValueError(f"the tree step needs an attention kernel that takes a mask "
@@ -38,11 +61,21 @@ class StaticTreeDecoder(Loop):
         super().__init__(model, topk)
         tree, device, weight = self.tree, self.device, base.lm_head.weight
         self.base = base
-        self.rows = rows = len(self.row_depths)  # rows an MSA layer writes: tree nodes, then their streams
+        self.pad_rows = check_pad_rows(pad_rows)
+        self.nodes = nodes = -(-tree.size // self.pad_rows) * self.pad_rows  # tree nodes, then padding
+        pad = nodes - tree.size
+        self.depths = torch.cat([tree.depths, tree.depths.new_zeros(pad)])  # padding: at the root's position
+        self.pad_ids = torch.zeros(pad, dtype=torch.long, device=device)  # any token: never accepted
+        if pad:  # the Loop's masks and row depths, over the padded nodes
+            sees = torch.block_diag(tree.ancestors, torch.eye(pad, dtype=torch.bool, device=device))
+            self.tree_masks = model.stream_masks(base.masks(0, self.depths, sees), 0, nodes)
+            self.row_depths = torch.cat([self.depths, self.depths.repeat_interleave(model.gamma)])
+        self.rows = rows = len(self.row_depths)  # rows an MSA layer writes: nodes, then their streams
         # room for the last step's rows past the last position
         self.cache = StaticKVCache(base, (max_len or self.limit) + rows)
+        self.cache.index = torch.zeros(rows, dtype=torch.long, device=device)  # the step's slots, set by step
         self.slots = torch.arange(self.cache.max_len, device=device)
-        self.offsets = self.slots[:rows]
+        self.offsets = torch.arange(rows, device=device)
         # the step's own columns, plus an all-hidden one that stands for every slot outside them
         hidden = torch.zeros(rows, 1, dtype=torch.bool, device=device)
         self.new_part = {kind: torch.cat([m, hidden], dim=1) for kind, m in self.tree_masks.items()}
@@ -56,8 +89,12 @@ class StaticTreeDecoder(Loop):
         self.runner = None
 
     def static_tensors(self) -> list[torch.Tensor]:
-        """The tensors the step reads or writes in place: fixed addresses for torch.compile."""
-        return [self.root, self.stream_logits, self.verdict, self.cache.pos, self.cache.kv, self.slots]
+        """Every tensor the step reads or writes that is no model weight: fixed addresses for
+        torch.compile (one it reads but is not told of is copied in at every replay)."""
+        tree = self.tree
+        return [self.root, self.stream_logits, self.verdict, self.slots, self.offsets, self.paths, self.depths,
+                self.pad_ids, self.row_depths, *self.new_part.values(), tree.depths, tree.pick, tree.parent_index,
+                tree.ancestors, tree.depth_scores, *self.cache.static_tensors()]
 
     def masks(self, length: int) -> dict:
         """[rows, length] per layer kind: committed slots (< pos; within the window of each row's
@@ -76,19 +113,20 @@ class StaticTreeDecoder(Loop):
         model, base, tree, cache = self.model, self.base, self.tree, self.cache
         cache.length = length
         pos = cache.pos
-        ids = tree.draft(self.root, self.stream_logits)
+        draft = tree.draft(self.root, self.stream_logits)
+        ids = torch.cat([draft, self.pad_ids]) if self.nodes > tree.size else draft
         # nodes past the last position could only give tokens beyond max_new_tokens: any position does
-        positions = (pos + tree.depths).clamp(max=self.limit - 1)
-        cache.index = pos + self.offsets
+        positions = (pos + self.depths).clamp(max=self.limit - 1)
+        torch.add(pos, self.offsets, out=cache.index)
         masks = self.masks(length)
         x = base.embed(ids[None], positions)
-        x = base.run_blocks(x, {kind: m[: tree.size] for kind, m in masks.items()}, cache, range(self.split))
+        x = base.run_blocks(x, {kind: m[: self.nodes] for kind, m in masks.items()}, cache, range(self.split))
         h = model.add_streams(x)
         for i in range(self.split, len(base.transformer.h)):
             h = model.msa_block(i, h, 0, masks, cache)
-        main, streams = model.split_rows(h, tree.size, 0)
-        predicted = base.head(main[0]).argmax(-1)
-        last = tree.accept(ids, predicted).view(1)
+        main, streams = model.split_rows(h, self.nodes, 0)
+        predicted = base.head(main[0]).argmax(-1)[: tree.size]  # padding nodes predict nothing
+        last = tree.accept(draft, predicted).view(1)
         cache.move(pos + self.paths.index_select(0, last)[0], pos + self.offsets[: tree.depth + 1])
         pos.add_(tree.depths.index_select(0, last) + 1)
         self.root.copy_(predicted.index_select(0, last))

@@ -5,7 +5,8 @@ The `ss` preset runs like `naive` (fp32, eager attention, dynamic cache), so `ss
 the technique's own speed-up. Composed (see techniques.py): `ss+half` / `ss+bf16` (precision),
 `ss+flash2` (fp16; the tree masks are arbitrary, so attention runs SDPA's memory-efficient kernel,
 the fused kernel that takes a mask), `ss+graphs` (the verify-and-draft step over a static cache,
-captured once: spec_stream/static.py), and any mix of them, e.g. `ss+flash2+graphs`."""
+captured once: spec_stream/static.py; option `pad_rows` pads its rows, see there), and any mix of them,
+e.g. `ss+flash2+graphs`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ..capture import GraphRunner
 from ..generation import Clock
 from ..spec_stream.decode import Decoder, check_prune
 from ..spec_stream.model import SpecStreamModel
-from ..spec_stream.static import StaticTreeDecoder
+from ..spec_stream.static import StaticTreeDecoder, check_pad_rows
 from .base import Strategy
 from .techniques import Technique, check_device, graph_options, parse_technique, resolve_dtype
 
@@ -38,16 +39,20 @@ class SpecStream(Strategy):
 
     def __init__(self, technique: Technique = SS, dtype=None, topk=DEFAULT_TOPK, max_depth: int | None = None,
                  prune: float = 0.0, runtime: str | None = None, bucket: int | None = None,
-                 max_len: int | None = None):
+                 max_len: int | None = None, pad_rows: int | None = None):
         """topk: tokens per stream at each depth of the draft tree; max_depth: cut the tree;
         prune: tree-pruning threshold (paper §3.2) on the early-exit probability of a draft token
-        given its parent (0 = off); runtime / bucket / max_len: options of graphs (see capture.py)."""
+        given its parent (0 = off); runtime / bucket / max_len: options of graphs (see capture.py);
+        pad_rows: with graphs, pad the tree step's rows to a multiple of it (spec_stream/static.py)."""
         self.technique = technique
         self.name = technique.name
         self.dtype = resolve_dtype(technique, dtype)
         self.graphs = technique.graphs
         self.graph_runtime, self.bucket, self.max_len = graph_options(technique, runtime, bucket, max_len)
         self.prune = check_prune(prune)
+        if pad_rows is not None and not self.graphs:
+            raise ValueError(f"pad_rows pads the static tree step of graphs, which {technique.label} lacks")
+        self.pad_rows = check_pad_rows(pad_rows)
         if self.prune and self.graphs:
             raise ValueError(f"{technique.label}: tree pruning decides on the host how many nodes "
                              "the top layers see, so its steps have no fixed shape to capture; drop prune or graphs")
@@ -74,7 +79,7 @@ class SpecStream(Strategy):
         if not self.graphs:
             return Decoder(self.model, topk, prune=self.prune)
         self.model.base.fuse_qkv()
-        decoder = StaticTreeDecoder(self.model, topk, self.max_len)
+        decoder = StaticTreeDecoder(self.model, topk, self.max_len, self.pad_rows)
         decoder.runner = GraphRunner(decoder, self.graph_runtime, self.bucket)
         return decoder
 
@@ -89,5 +94,5 @@ class SpecStream(Strategy):
                  "topk": ",".join(map(str, tree.topk)), "tree_size": tree.size, "prune": self.prune,
                  "setup_s": self.setup_s}
         if self.graphs:
-            extra["graph_bucket"] = self.bucket
+            extra.update(graph_bucket=self.bucket, pad_rows=self.pad_rows)
         return {**super().config(), **extra}

@@ -1,0 +1,82 @@
+"""Hardware facts a benchmark record carries beside its speeds: how close a decode step comes to
+the memory-bandwidth floor, and how many kernels it runs.
+
+Batch-1 decoding reads every weight once per step, so a step cannot be faster than weight bytes /
+memory bandwidth (the floor). `copy_bandwidth` measures the bandwidth on the device of the run
+(a device-to-device copy: what a step's weight reads can at best achieve), `weight_bytes` says
+what a step reads, and `bandwidth_floor_fraction` how close a measured step comes (1.0: at the
+floor). `kernels_per_token` counts the device kernels behind each token: what CUDA graphs and
+torch.compile's fusion exist to cut. On a CPU there is neither a bandwidth copy worth timing nor a
+kernel to count: both return None.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+from .models.gpt_neo import param_bytes
+
+
+def copy_bandwidth(device, mib: int = 1024, repeats: int = 5) -> float | None:
+    """Device-to-device copy bandwidth in bytes/s, counting bytes read + bytes written (2 * size / t):
+    the median of `repeats` copies of a `mib` MiB buffer, each timed with CUDA events after a
+    warm-up. None off CUDA."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    src = torch.ones(mib * 2 ** 20, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    seconds = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        seconds.append(start.elapsed_time(end) / 1e3)
+    return 2 * src.numel() / statistics.median(seconds)
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes a decode step reads from weights: the parameters (the tied head once, the fused
+    query/key/value weight once: its parts are views) and the floating-point buffers. The boolean
+    causal masks are left out: a step reads at most a row of them."""
+    params = {id(p) for p in model.parameters()}
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers()
+                  if b.is_floating_point() and id(b) not in params)
+    return param_bytes(model) + buffers
+
+
+def bandwidth_floor_fraction(weight_bytes: int, bandwidth: float | None, seconds_per_token: float) -> float | None:
+    """(weight_bytes / bandwidth) / seconds_per_token: 1.0 is a step at the bandwidth floor, 0.5
+    twice as slow. None without a bandwidth (CPU) or a positive time."""
+    if not bandwidth or seconds_per_token <= 0:
+        return None
+    return weight_bytes / bandwidth / seconds_per_token
+
+
+def device_kernels(events: Iterable) -> int:
+    """How many of the profiler's events ran on a CUDA device (kernels, memcpy and memset; inside a
+    CUDA graph, each of the graph's kernels: one host launch, many kernels)."""
+    return sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+
+
+def kernels_per_token(step_fn: Callable[[], object], tokens: int) -> float | None:
+    """Device kernels per token: one call of `step_fn` (which makes `tokens` tokens: one decode step,
+    or a whole generate call with its prefill) under torch.profiler, its CUDA kernels counted
+    (device_kernels) and divided by `tokens`. Warm `step_fn` up first: capture and compilation
+    would be counted. None without CUDA (a CPU runs ops, not kernels)."""
+    if not torch.cuda.is_available():
+        return None
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step_fn()
+        torch.cuda.synchronize()
+    return device_kernels(prof.events()) / tokens

@@ -1,0 +1,170 @@
+"""The static decode steps under torch.compile (capture.py's "torch.compile" runtime), on the CPU.
+
+The plain step (models/static_cache.py) and Speculative Streaming's tree step (spec_stream/static.py,
+unpadded and padded) each compile to one graph (fullgraph=True) per bucket during setup and never
+again while decoding; every tensor they read has a static address and no two share storage (what
+mode="reduce-overhead" needs to keep a step in one CUDA graph without copying inputs in at each
+replay); inductor writes the KV cache in place, not by copying a layer; and the compiled steps emit
+plain greedy decoding's tokens in float32. Most tests trace with backend="aot_eager" (the same graph,
+no code generation: seconds on two cores); one per step runs inductor. What only a GPU shows (CUDA
+graphs under reduce-overhead, and speed) is left to test_fastpaths' CUDA tests and size_sweep.py.
+"""
+
+import re
+
+import pytest
+import torch
+from torch._inductor.utils import run_and_get_code
+
+from llmopt.capture import GraphRunner
+from llmopt.generation import Clock, greedy
+from llmopt.models.gpt_neo import GPTNeo, make_config
+from llmopt.models.static_cache import StaticDecoder
+from llmopt.spec_stream import SpecStreamModel
+from llmopt.spec_stream.static import StaticTreeDecoder
+
+CLOCK = Clock("cpu")
+VOCAB = 53
+# varied, prompt-dependent output: fp32 greedy without near-ties on a tiny model
+CONFIG = make_config("tiny", vocab_size=VOCAB, window_size=8, max_position_embeddings=128, initializer_range=0.3)
+PROMPTS = [[5, 3, 9, 1, 7], list(range(2, 14)), [4, 8, 15, 16, 23, 42, 8, 4, 1, 0, 33, 7, 2, 9, 11, 30, 6, 5, 1]]
+
+
+class Recorder:
+    """A torch.compile backend that keeps each graph's inputs and hands the graph on to `backend`."""
+
+    def __init__(self, backend: str = "aot_eager"):
+        self.backend = torch._dynamo.lookup_backend(backend)
+        self.inputs: list[list] = []
+
+    def __call__(self, gm, example_inputs):
+        self.inputs.append(list(example_inputs))
+        return self.backend(gm, example_inputs)
+
+    @property
+    def graphs(self) -> int:
+        return len(self.inputs)
+
+    def assert_static_inputs(self) -> None:
+        """Every tensor input is marked static (a weight, or in the decoder's static_tensors) and
+        none shares storage with another (a mutated alias makes reduce-overhead skip CUDA graphs)."""
+        for inputs in self.inputs:
+            tensors = [x for x in inputs if isinstance(x, torch.Tensor)]
+            loose = [tuple(x.shape) for x in tensors if getattr(x, "_dynamo_static_input_type", None) is None]
+            assert not loose, f"graph inputs without a static address: {loose}"
+            storages = [x.untyped_storage().data_ptr() for x in tensors]
+            assert len(set(storages)) == len(storages), "graph inputs share storage"
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    """Compiled specialisations of `step` are per code object, shared by every decoder: start empty."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def lm():
+    return GPTNeo.random(CONFIG, seed=0).eval().fuse_qkv()
+
+
+def decode_static(model, decoder, runner, prompt, max_new):
+    """Plain greedy through the runner's compiled step, as Fast.generate runs it."""
+    def static(cache, ids):
+        length = runner.length_for(len(prompt) + max_new - 1)
+        decoder.load(cache, ids)
+
+        def step():
+            runner(length)
+            return decoder.token
+        return step
+    return greedy(model, prompt, max_new, None, CLOCK, static=static).tokens
+
+
+@torch.inference_mode()
+def test_static_step_compiles_once_per_bucket_and_decodes_like_greedy():
+    model = lm()
+    decoder = StaticDecoder(model, 48)
+    recorder = Recorder()
+    runner = GraphRunner(decoder, "torch.compile", 16, backend=recorder)
+    assert runner.lengths == [16, 32, 48] and recorder.graphs == 3  # one graph per bucket, in setup
+    used = set()
+    for prompt, max_new in zip(PROMPTS, (8, 20, 25)):  # one generation per bucket, 50 steps in all
+        used.add(runner.length_for(len(prompt) + max_new - 1))
+        tokens = decode_static(model, decoder, runner, prompt, max_new)
+        assert tokens == greedy(model, prompt, max_new, None, CLOCK).tokens
+        assert len(set(tokens)) > 2
+    assert used == {16, 32, 48} and recorder.graphs == 3  # no recompile while decoding
+    recorder.assert_static_inputs()
+    with pytest.raises(RuntimeError, match="recompile"):  # a recompile while decoding fails loudly
+        runner(24)
+
+
+def cache_loop_bounds(code: str) -> list[int]:
+    """The trip counts of the generated C++ loops (inductor's CPU code)."""
+    return [int(n) for n in re.findall(r"for\(int64_t x\d+=static_cast<int64_t>\(0L\); x\d+<static_cast<int64_t>\((\d+)L\)", code)]
+
+
+@torch.inference_mode()
+def test_inductor_step_writes_the_cache_in_place_and_decodes_like_greedy():
+    """One bucket of 32 slots in a cache of 1000: no generated loop is as long as a layer's keys
+    (heads x 1000 x head_dim), which a copy-out-and-back of the layer would need."""
+    model = lm()
+    decoder = StaticDecoder(model, 1000)
+    recorder = Recorder("inductor")
+    # GraphRunner would compile all 32 buckets of the 1000 slots: compile the one bucket directly
+    for t in decoder.static_tensors():
+        torch._dynamo.mark_static_address(t)
+    step = torch.compile(decoder.step, backend=recorder, fullgraph=True, dynamic=False)
+    prompt, max_new = PROMPTS[2], 12
+    cache = model.new_cache()
+    ids = model(torch.tensor([prompt]), cache)[:, -1:].argmax(-1)
+    decoder.load(cache, ids)
+    _, (code, *_) = run_and_get_code(step, 32)
+    tokens = [int(ids), int(decoder.token)]
+    for _ in range(max_new - 2):
+        tokens.append(int(step(32)))
+    assert tokens == greedy(model, prompt, max_new, None, CLOCK).tokens and recorder.graphs == 1
+    bounds = cache_loop_bounds(code)
+    layer = decoder.cache.kv[0, 0].numel()
+    assert bounds and max(bounds) < layer, (max(bounds), layer)
+
+
+def ss_model():
+    return SpecStreamModel.random(CONFIG, gamma=3, num_stream_layers=2, seed=0).eval()
+
+
+def assert_tree_decodes_like_greedy(model, decoder):
+    for prompt, max_new in zip(PROMPTS, (8, 30, 40)):
+        out = decoder.generate(prompt, max_new, None, CLOCK)
+        assert out.tokens == greedy(model.base, prompt, max_new, None, CLOCK).tokens
+        assert out.forward_calls < max_new  # drafts were accepted: the tree step did the work
+
+
+@pytest.mark.parametrize("pad_rows", [1, 16])
+@torch.inference_mode()
+def test_tree_step_compiles_once_per_bucket_and_decodes_like_greedy(pad_rows):
+    model = ss_model()
+    model.base.fuse_qkv()
+    decoder = StaticTreeDecoder(model, (2, 2, 1), max_len=64, pad_rows=pad_rows)
+    assert decoder.nodes % pad_rows == 0 and decoder.nodes >= decoder.tree.size == 11
+    recorder = Recorder()
+    decoder.runner = GraphRunner(decoder, "torch.compile", 40, backend=recorder)
+    buckets = len(decoder.runner.lengths)
+    assert buckets >= 2 and recorder.graphs == buckets
+    assert_tree_decodes_like_greedy(model, decoder)
+    assert recorder.graphs == buckets  # no recompile while decoding
+    recorder.assert_static_inputs()
+
+
+@torch.inference_mode()
+def test_inductor_tree_step_decodes_like_greedy():
+    """The padded tree step through inductor (one bucket): greedy's tokens in float32."""
+    model = ss_model()
+    model.base.fuse_qkv()
+    decoder = StaticTreeDecoder(model, (2, 2, 1), max_len=64, pad_rows=8)
+    recorder = Recorder("inductor")
+    decoder.runner = GraphRunner(decoder, "torch.compile", 10_000, backend=recorder, warmup=1)
+    assert recorder.graphs == 1
+    assert_tree_decodes_like_greedy(model, decoder)
+    assert recorder.graphs == 1
