@@ -55,6 +55,13 @@ class StaticKVCache:
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write T tokens' keys/values ([1, heads, T, head_dim]) at `index[:T]`; return the read window."""
         at = self.index[: k.shape[2]]
+        if not torch.compiler.is_compiling():  # eager and CUDA-graph capture: the kernels measured so far
+            for kind, x in enumerate((k, v)):
+                if self.layout == "bhld":
+                    self.kv[layer, kind].index_copy_(2, at, x)
+                else:
+                    self.kv[layer, kind].index_copy_(1, at, x.transpose(1, 2))
+            return self.view(layer)
         layer_id = self.layer_ids[layer: layer + 1]
         before = [None, None] if self.layout == "bhld" else [None]  # the full dims before the slots
         for kind, x in enumerate((k, v)):
