@@ -7,6 +7,7 @@ passes into the record the benchmark saves (README, "The benchmark": tokens/s = 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -22,7 +23,7 @@ import transformers
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from . import data, near_ties, quality, timing
+from . import data, hardware, near_ties, quality, timing
 from .checkpoints import fingerprint, resolve_model_dir
 from .models.gpt_neo import SHAPES
 from .generation import Clock, Generation
@@ -283,6 +284,7 @@ class Cell:
         self.warmup: timing.Warmup | None = None
         self.transient_bytes: int | None = None
         self.passes_per_round = 1
+        self.kernels_per_token: float | None = None
 
     def pass_fn(self, workload: Workload, progress: bool = False):
         """A timed round for llmopt.timing: `passes_per_round` passes over every prompt; keeps the
@@ -316,11 +318,26 @@ class Cell:
         peak = peak_memory(device)
         self.transient_bytes = None if peak is None else peak - base
 
-    def record(self, workload: Workload, measured: timing.Measurement, reference) -> dict:
+    def count_kernels(self, workload: Workload) -> None:
+        """Device kernels per generated token over one (warm) generate call of the first prompt,
+        from the profiler, apart from the timed rounds (profiling slows a call); None off CUDA."""
+        if self.strategy.device.type != "cuda":
+            return
+        prompt, n, eos = workload.prompts[0], workload.max_new_tokens, workload.eos_id
+        tokens = len(self.strategy.generate(prompt, n, eos).tokens)  # greedy: the profiled call makes as many
+        self.kernels_per_token = hardware.kernels_per_token(lambda: self.strategy.generate(prompt, n, eos), tokens)
+
+    def record(self, workload: Workload, measured: timing.Measurement, reference, bandwidth=None) -> dict:
         peak = None if self.transient_bytes is None else self.resident_bytes + self.transient_bytes
         record = summarize(self.strategy, workload, self.passes, reference, peak, measured)
+        model = getattr(self.strategy, "model", None)
+        weights = hardware.weight_bytes(model) if isinstance(model, torch.nn.Module) else None
         record.update(prepare_s=self.prepare_s, warmup_passes=self.warmup.passes, warmup_steady=self.warmup.steady,
-                      passes_per_round=self.passes_per_round)
+                      passes_per_round=self.passes_per_round, kernels_per_token=self.kernels_per_token,
+                      weight_bytes=weights, copy_bandwidth=bandwidth,
+                      # (weight bytes / copy bandwidth) / measured time per token: 1.0 is a step at the floor
+                      bandwidth_floor_fraction=None if weights is None else hardware.bandwidth_floor_fraction(
+                          weights, bandwidth, 1 / record["tokens_per_s"]))
         return record
 
 
@@ -456,8 +473,14 @@ class Bench:
         prepare_s = prepare(strategy, workload, device)
         cell = Cell(strategy.name, strategy, prepare_s, allocated_memory(device) - before)
         cell.warm_up(workload)
+        cell.count_kernels(workload)
         cell.calibrate(workload, self.settings.round_time)
         return cell
+
+    @functools.cached_property
+    def copy_bandwidth(self) -> float | None:
+        """The device's copy bandwidth (bytes/s), measured once per session: the floor's divisor."""
+        return hardware.copy_bandwidth(self.settings.device)
 
     def _time(self, cells: dict[str, Cell], workload: Workload) -> dict[str, dict]:
         """Time the cells together under the stopping rule; naive, when among them, runs as long
@@ -470,7 +493,8 @@ class Bench:
         records = {}
         for technique, cell in cells.items():
             dtype = cell.strategy.dtype
-            record = cell.record(workload, measured[technique], self.reference(workload.dataset, dtype))
+            record = cell.record(workload, measured[technique], self.reference(workload.dataset, dtype),
+                                 self.copy_bandwidth)
             record["interleaved_with"] = sorted(set(cells) - {technique})
             if reference and technique != reference:
                 ratio = timing.paired_ratio(measured[technique].samples, measured[reference].samples)

@@ -58,9 +58,13 @@ def _facts(run: Run) -> list[str]:
             f"- saved run: `{run.name}`" + (f", commit {run.commit}" if run.commit and run.commit != "unknown" else "")]
 
 
+def _maybe(value, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
 def _details(run: Run, names: list[str]) -> list[str]:
-    lines = ["| technique | dataset | mean accepted tokens | acceptance | peak memory (MiB) | quality | match naive |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| technique | dataset | mean accepted tokens | acceptance | peak memory (MiB) | quality | match naive | "
+             "floor fraction | kernels/token |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for t in techniques([run]):
         for d in names:
             r = run.cells.get((d, t))
@@ -73,7 +77,8 @@ def _details(run: Run, names: list[str]) -> list[str]:
                        if r.get("quality_metric") else "–")
             lines.append(f"| {t} | {DATASET_TITLES.get(d, d)} | {r['mean_accepted_tokens']:.2f} | {'–' if acceptance is None else f'{acceptance:.2f}'} | "
                          f"{'–' if peak is None else f'{peak / 2**20:.0f}'} | {quality} | "
-                         f"{'–' if match is None else f'{match:.2f}'} |")
+                         f"{'–' if match is None else f'{match:.2f}'} | {_maybe(r.get('bandwidth_floor_fraction'), '.2f')} | "
+                         f"{_maybe(r.get('kernels_per_token'), '.0f')} |")
     return lines
 
 
