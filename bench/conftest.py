@@ -78,11 +78,7 @@ def bench(pytestconfig) -> measure.Bench:
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    machine_info.update(measure.machine_facts())
-    if pytest_xdist.is_controller(config):  # the workers' devices, from their records
-        bench = config.stash[BENCH]
-        machine_info.update(gpus_used=pytest_xdist.gpus_used(bench.records),
-                            xdist_workers=config.getoption("numprocesses"))
+    machine_info.update(measure.machine_facts())  # under xdist the controller adds its workers' GPUs
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark's own table (ms per pass)

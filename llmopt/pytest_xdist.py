@@ -101,6 +101,7 @@ def bind_worker(config) -> dict:
         cores = sorted(os.sched_getaffinity(0))
         share = cores[index * len(cores) // count:(index + 1) * len(cores) // count] or [cores[index % len(cores)]]
         os.sched_setaffinity(0, share)
+        torch.set_num_threads(len(share))  # torch sized its thread pool for every core at import
     gpu = None
     device = config.getoption("device") or measure.default_device()
     if torch.device(device).type == "cuda":
@@ -153,6 +154,10 @@ class Collector:
     @pytest.hookimpl(tryfirst=True)  # before xdist's own (firstresult)
     def pytest_xdist_make_scheduler(self, config, log):
         return make_scheduler(config, log)
+
+    def pytest_benchmark_update_machine_info(self, config, machine_info):
+        machine_info.update(gpus_used=gpus_used(config.stash[BENCH].records),
+                            xdist_workers=config.getoption("numprocesses"))
 
     def pytest_runtest_logreport(self, report):
         if report.when != "call" or not report.passed:
