@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -189,6 +190,11 @@ class Collector:
 
 def register(config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): cells measured together, on one xdist worker")
+    if is_controller(config) or is_worker(config):
+        # pytest-benchmark's parting "Benchmarks are automatically disabled because xdist plugin is
+        # active" (from worker gw0) is about its own timing; the cells here are timed by llmopt.timing
+        warnings.filterwarnings("ignore", message="Benchmarks are automatically disabled because xdist",
+                                module="pytest_benchmark")
     if is_controller(config):
         config.pluginmanager.register(Collector(config), "llmopt-xdist-collector")
 
