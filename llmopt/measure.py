@@ -374,6 +374,10 @@ class Bench:
     def __init__(self, settings: Settings, progress: bool = False):
         self.settings, self.progress = settings, progress
         self.records: list[dict] = []
+        # where this session measures, in every record: the CUDA index and the xdist worker (or None)
+        device = torch.device(settings.device)
+        self.placement = {"gpu_index": (device.index if device.index is not None else torch.cuda.current_device())
+                          if device.type == "cuda" else None, "xdist_worker": None}
         self.results: dict[tuple[str, str], dict | Exception] = {}  # cell -> its record or why it failed
         self.plan: dict[str, list[str]] = {d: list(settings.techniques) for d in settings.datasets}
         self._workloads: dict[str, Workload] = {}
@@ -496,6 +500,7 @@ class Bench:
             record = cell.record(workload, measured[technique], self.reference(workload.dataset, dtype),
                                  self.copy_bandwidth)
             record["interleaved_with"] = sorted(set(cells) - {technique})
+            record.update(self.placement)
             if reference and technique != reference:
                 ratio = timing.paired_ratio(measured[technique].samples, measured[reference].samples)
                 record.update(speedup_over_naive=ratio.median,

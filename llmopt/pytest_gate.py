@@ -4,7 +4,8 @@ records against a saved run of the same GPU model. The bench harness registers i
 Hooks only; the state lives in a `Gate` on the config's stash, and this run's records come from
 the session's measure.Bench (the harness keeps it under BENCH), never from pytest-benchmark's
 internals. It fails closed: a run that compared nothing, or that lacks baseline cells it did not
-select out, fails."""
+select out, fails. Under pytest-xdist it gates once, on the controller, over every worker's
+records (llmopt.pytest_xdist brings them there), and cannot re-measure: the workers are gone."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def pytest_sessionstart(session):
     # a bad baseline stops the session before any benchmark runs.
     config = session.config
     choice = config.getoption("--gate-baseline")
-    if choice is None:
+    if choice is None or hasattr(config, "workerinput"):  # under xdist the controller gates, once
         return
     tolerance = config.getoption("--gate-tolerance")
     machine_info = measure.machine_facts()
@@ -88,7 +89,13 @@ def pytest_sessionfinish(session, exitstatus):
     current = compare.Run("this run", gate.machine_info, datetime.now(timezone.utc).isoformat(), records)
     selected = bench.settings.selected if bench else None
     failures = compare.gate(current, gate.baseline, gate.tolerance, selected=selected)
-    if bench and (suspects := compare.suspects(failures)):
+    suspects = compare.suspects(failures) if bench else []
+    if suspects and session.config.getoption("dist", "no") != "no":
+        # the cells were measured on xdist workers, gone by now: the verdict is on the first measurement
+        session.config.get_terminal_writer().line(
+            f"llmopt gate: not re-measuring {', '.join('/'.join(c) for c in suspects)} under xdist "
+            "(the workers are gone): the verdict is on the first measurement")
+    elif suspects:
         # a suspected regression is measured again, those cells only, before the gate fails
         session.config.get_terminal_writer().line(
             f"llmopt gate: re-measuring {', '.join('/'.join(c) for c in suspects)} before failing")

@@ -18,7 +18,7 @@ LAYERS = [
     ("train",),  # training (its objectives include spec_stream.loss)
     ("strategies",),  # the techniques
     ("near_ties", "options", "measure", "compare", "hardware"),  # measurement
-    ("cli", "__main__", "pytest_gate", "report", "plots", "names"),  # front ends and the report
+    ("cli", "__main__", "pytest_gate", "pytest_xdist", "report", "plots", "names"),  # front ends and the report
 ]
 
 

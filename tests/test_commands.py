@@ -255,7 +255,7 @@ BAD_PYTEST = [
     (["--strategy-options", '{"ss": {"topkk": 2}}'], "unknown option 'topkk'"),
     (["--data-dir", "/no/such/dir"], "no such directory"),
     (["--rounds", "0"], "must be at least 1"),
-    (["-n", "2"], "cannot run under xdist"),
+    (["-n", "2", "--dist", "loadscope"], "use --dist loadgroup"),  # a dataset's cells stay on one worker
 ]
 
 
