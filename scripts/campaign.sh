@@ -5,8 +5,7 @@
 #   usage: scripts/campaign.sh STAGE...   stages: tests train sweep fast sizes simulate bench pack
 #   e.g.   setsid nohup scripts/campaign.sh tests train sweep bench > /tmp/job/all.log 2>&1 &
 # Several GPUs (CUDA_VISIBLE_DEVICES, else every GPU nvidia-smi lists): trainings take the next free
-# GPU, and the benchmark runs one process per dataset, each alone on its GPU, merged afterwards
-# into one saved run (llmopt merge).
+# GPU, and the benchmark runs `pytest bench -n N`, one worker per GPU, into one saved run.
 # env: CAMPAIGN_DATASETS="e2e_nlg spider", CAMPAIGN_TECHNIQUES=a,b, CAMPAIGN_SAVE=name (saved run),
 #      CAMPAIGN_TRAIN="ss e2e_nlg,lm spider,ss spider --augment-copies 2" (objective dataset [options]),
 #      CAMPAIGN_TRAIN_PARALLEL=N (trainings at a time per GPU, default 1), SS_TOPK=2,2,1,1,
@@ -94,21 +93,14 @@ EOF
         --techniques half+graphs --runtime torch.compile 2>&1 | grep -v Warning ;;
     simulate)
       python3 scripts/ss_simulate.py --out "$JOB/simulated.json" --rounds 1 2>&1 | grep -v Warning ;;
-    bench)  # one process per dataset, each alone on a GPU, merged into one saved run
-      cmds=()
-      for d in "${DATASETS[@]}"; do
-        cmds+=("python3 -m pytest bench -q -p no:cacheprovider --datasets $d --techniques '$MATRIX' --strategy-options '$(ss_options)' \
-          --benchmark-json=$JOB/bench_$d.json --benchmark-columns=median,rounds > $JOB/bench_$d.log 2>&1")
-      done
-      on_gpus "${cmds[@]}"
-      for d in "${DATASETS[@]}"; do tail -25 "$JOB/bench_$d.log"; done
-      # where pytest-benchmark would have saved it: .benchmarks/<GPU model>/<machine id>/NNNN_name.json
-      dir=.benchmarks/$(python3 -c "import torch; from llmopt.report import slug; from pytest_benchmark.utils import get_machine_id
-print(slug(torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu') + '/' + get_machine_id())")
-      n=$(printf %04d $(( $(ls "$dir"/[0-9][0-9][0-9][0-9]_*.json 2>/dev/null | wc -l) + 1 )))
-      files=(); for d in "${DATASETS[@]}"; do files+=("$JOB/bench_$d.json"); done
-      python3 -m llmopt merge "${files[@]}" --out "$dir/${n}_${CAMPAIGN_SAVE:-matrix}.json"
-      cp "$dir/${n}_${CAMPAIGN_SAVE:-matrix}.json" "$JOB/" ;;
+    bench)  # the matrix over the host's GPUs: one pytest-xdist worker per GPU (at most one per dataset),
+            # a dataset's cells on one worker, ONE saved run (llmopt.pytest_xdist)
+      workers=$(( ${#GPUS[@]} < ${#DATASETS[@]} ? ${#GPUS[@]} : ${#DATASETS[@]} ))
+      parallel=(); [ "${GPUS[0]}" != none ] && [ "$workers" -gt 1 ] && parallel=(-n "$workers")
+      python3 -m pytest bench -q -p no:cacheprovider "${parallel[@]}" --datasets "$(IFS=,; echo "${DATASETS[*]}")" \
+        --techniques "$MATRIX" --strategy-options "$(ss_options)" --benchmark-save "${CAMPAIGN_SAVE:-matrix}" \
+        --benchmark-json="$JOB/bench.json" --benchmark-columns=median,rounds > "$JOB/bench.log" 2>&1
+      tail -40 "$JOB/bench.log" ;;
     pack)
       tar czf "${OUT:-/tmp}/job.tgz" -C "$(dirname "$JOB")" "$(basename "$JOB")"; ls -la "${OUT:-/tmp}" ;;
     *) echo "unknown stage $1" >&2; return 2 ;;
