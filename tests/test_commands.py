@@ -189,7 +189,7 @@ BAD_CLI = [
     (["--max-new-tokens", "0"], "--max-new-tokens: must be at least 1"),
     (["--rounds", "0"], "--rounds: must be at least 1"),
     (["--strategy-options", '{"ss": {"topkk": 2}}'], "ss: unknown option 'topkk'; accepted:"),
-    (["--strategy-options", '{"ss": {"topk": "a,b"}}'], "topk"),
+    (["--strategy-options", '{"ss": {"topk": "a,b"}}'], "topk is a positive whole number per depth"),
     (["--strategy-options", "{bad"], "--strategy-options: not JSON"),
     (["--dataset", "foo"], "unknown dataset 'foo'"),
     (["--technique", "foo"], "unknown technique 'foo'"),

@@ -29,9 +29,14 @@ SS = parse_technique("ss")
 
 def parse_topk(topk) -> tuple[int, ...]:
     """(2, 1, 1) or "2,1,1": how many tokens each stream contributes at its depth of the tree."""
-    if isinstance(topk, str):
-        topk = [part for part in topk.split(",") if part.strip()]
-    return tuple(int(k) for k in topk)
+    parts = [part for part in topk.split(",") if part.strip()] if isinstance(topk, str) else list(topk)
+    try:
+        found = tuple(int(k) for k in parts)
+    except (TypeError, ValueError):
+        found = ()
+    if not found or min(found) < 1:
+        raise ValueError(f"topk is a positive whole number per depth of the tree, e.g. 2,2,1,1; got {topk!r}")
+    return found
 
 
 class SpecStream(Strategy):
