@@ -178,10 +178,13 @@ class Collector:
         node = SimpleNamespace(name=name, fullname=nodeid, group=None, param=name.partition("[")[2].rstrip("]"),
                                params={"dataset": record["dataset"], "technique": record["technique"]},
                                extra_info=record, cprofile_stats=None, has_error=False)
-        o = session.options  # as its fixture turns them into a benchmark's options
-        options = dict(disable_gc=o["disable_gc"], timer=o["timer"].target, min_rounds=o["min_rounds"],
-                       max_time=float(o["max_time"]), min_time=float(o["min_time"]), precision=o["precision"],
-                       confidence=o["confidence"], warmup=o["warmup"])
+        # as its fixture turns the session's options into a benchmark's (the keys vary between
+        # pytest-benchmark versions: take those there are; Decimal seconds are not JSON)
+        o = session.options
+        options = {k: o[k] for k in ("disable_gc", "min_rounds", "precision", "confidence", "warmup") if k in o}
+        options.update({k: float(o[k]) for k in ("max_time", "min_time") if o.get(k) is not None})
+        if "timer" in o:
+            options["timer"] = getattr(o["timer"], "target", str(o["timer"]))
         entry = Metadata(node, iterations=1, options=options)
         for seconds in record["round_wall_s"]:
             entry.stats.update(seconds)
