@@ -15,6 +15,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -325,7 +326,10 @@ class Cell:
             return
         prompt, n, eos = workload.prompts[0], workload.max_new_tokens, workload.eos_id
         tokens = len(self.strategy.generate(prompt, n, eos).tokens)  # greedy: the profiled call makes as many
-        self.kernels_per_token = hardware.kernels_per_token(lambda: self.strategy.generate(prompt, n, eos), tokens)
+        try:
+            self.kernels_per_token = hardware.kernels_per_token(lambda: self.strategy.generate(prompt, n, eos), tokens)
+        except RuntimeError as exc:  # a profiler that cannot start (no CUPTI) costs the count, not the cell
+            warnings.warn(f"{self.technique}: kernels not counted ({exc})")
 
     def record(self, workload: Workload, measured: timing.Measurement, reference, bandwidth=None) -> dict:
         peak = None if self.transient_bytes is None else self.resident_bytes + self.transient_bytes
