@@ -149,7 +149,7 @@ def deterministic(seed: int):
     start-up, or torch raises at the first matrix product (which is better than silent noise).
 
     Measured on an H200 (torch 2.11, 2026-12-03): three bf16-autocast steps of the tiny and 125m
-    shapes, lm and ss objectives, fused AdamW or not, gave other weights on each repeat without it
+    shapes, lm and ss objectives, fused AdamW or not, gave other weights on a repeat without it (5 of 8)
     and identical ones with it; no op of the step raised, so the fused AdamW stays."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
