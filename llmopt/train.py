@@ -145,8 +145,9 @@ def deterministic(seed: int):
 
     cuBLAS is reproducible only with a fixed workspace, and reads CUBLAS_WORKSPACE_CONFIG when its
     handle is created: setting it here works in a fresh process whose first CUDA work is training
-    (`llmopt train`, the benchmark's first cell); a process that ran cuBLAS before must set it at
-    start-up, or torch raises at the first matrix product (which is better than silent noise).
+    (`llmopt train`, the benchmark's first cell). A process that ran cuBLAS before must set it at
+    start-up: torch checks the variable, not the workspace its handle got, so setting it late is
+    silently not enough. It stays set after training, so later cuBLAS work in the process uses it too.
 
     Measured on an H200 (torch 2.11, 2026-12-03): three bf16-autocast steps of the tiny and 125m
     shapes, lm and ss objectives, fused AdamW or not, gave other weights on a repeat without it (5 of 8)
