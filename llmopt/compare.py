@@ -255,7 +255,7 @@ def judge(current: Run, baseline: Run, tolerance: float = 0.05, alpha: float = 0
             failures.append(Failure(row.cell, "speed", _speed_message(row, alpha)))
 
     other = {(_short(r.base.get(FINGERPRINT_KEY)), _short(r.cur.get(FINGERPRINT_KEY)))
-             for r in rows if not r.outputs_compared}
+             for r in timed if not r.outputs_compared}
     if other:
         notes.append("outputs not compared: the baseline measured another checkpoint ("
                      + ", ".join(f"baseline {b} vs current {c}" for b, c in sorted(other)) + ")")

@@ -100,6 +100,7 @@ def test_keeps_the_weights_of_the_best_evaluation(tmp_path, toy_data, monkeypatc
     snapshots = {}
 
     def fake_evaluate(model, *args):
+        assert torch.are_deterministic_algorithms_enabled()  # while training
         step = len(snapshots) * 5 + 5
         snapshots[step] = model.transformer.wte.weight.detach().clone()
         return next(losses)
@@ -108,4 +109,5 @@ def test_keeps_the_weights_of_the_best_evaluation(tmp_path, toy_data, monkeypatc
     recipe = training.default_recipe("e2e_nlg", "tiny", steps=15, vocab_size=300)
     out = training.train("e2e_nlg", recipe, tmp_path / "ck", device="cpu", progress=False, eval_every=5)
     assert json.loads((out / "llmopt.json").read_text())["kept_step"] == 10
+    assert not torch.are_deterministic_algorithms_enabled()  # the caller's setting is back
     assert torch.equal(GPTNeo.from_pretrained(out).transformer.wte.weight, snapshots[10])
