@@ -264,14 +264,9 @@ def measure(strategy: Strategy, workload: Workload, rounds: int = 3, warmup_prom
     benchmark session (`Bench`) times its cells to a stopping rule instead."""
     cell = Cell(strategy.name, strategy, 0.0, 0)
     cell.warm_up(workload, warmup_prompts)
-    rule = timing.StopRule(min_time_s=0, max_time_s=0, min_rounds=rounds, max_rounds=rounds)
-    measured = timing.measure_until(cell.pass_fn(workload, progress), **_rule_args(rule), timer=cell.timer)
+    measured = timing.measure_until(cell.pass_fn(workload, progress), min_time_s=0, max_time_s=0,
+                                    min_rounds=rounds, max_rounds=rounds, timer=cell.timer)
     return cell.record(workload, measured, reference)
-
-
-def _rule_args(rule: timing.StopRule) -> dict:
-    return dict(min_time_s=rule.min_time_s, max_time_s=rule.max_time_s, rel_ci=rule.rel_ci,
-                min_rounds=rule.min_rounds, max_rounds=rule.max_rounds)
 
 
 class Cell:
