@@ -232,14 +232,10 @@ def settings(values) -> Settings:
     techniques = list(dict.fromkeys(get("techniques") or DEFAULT_TECHNIQUES))
     result = Settings(
         datasets=list(dict.fromkeys(get("datasets") or data.DATASETS)), techniques=techniques,
-        model=get("model") or defaults["model"], objective=get("objective") or objective_for(techniques),
-        num_prompts=get("num_prompts") or defaults["num_prompts"],
-        max_new_tokens=get("max_new_tokens") or defaults["max_new_tokens"],
-        rounds=get("rounds") or defaults["rounds"], device=device, data_dir=get("data_dir"),
-        strategy_options=get("strategy_options") or {},
-        min_time=_given(get("min_time"), defaults["min_time"]), max_time=_given(get("max_time"), defaults["max_time"]),
-        target_ci=_given(get("target_ci"), timing.REL_CI), interleave=(get("interleave") or "cells") == "cells",
-        round_time=_given(get("round_time"), defaults["round_time"]))
+        objective=get("objective") or objective_for(techniques), device=device, data_dir=get("data_dir"),
+        strategy_options=get("strategy_options") or {}, target_ci=_given(get("target_ci"), timing.REL_CI),
+        interleave=(get("interleave") or "cells") == "cells",
+        **{key: _given(get(key), default) for key, default in defaults.items()})
     if result.objective == "lm" and objective_for(techniques) == "ss":
         needy = [t for t in techniques if technique_objective(t) == "ss"]
         raise ValueError(f"--objective lm: {', '.join(needy)} need{'s' * (len(needy) == 1)} a checkpoint trained "
