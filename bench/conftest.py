@@ -14,7 +14,6 @@ import torch
 
 from llmopt import measure, options, pytest_gate, pytest_xdist
 from llmopt.names import slug
-from llmopt.train import fixed_cublas_workspace
 
 GPU = torch.cuda.is_available()
 BENCH = pytest_gate.BENCH  # the session's measure.Bench, where the gate finds this run's records
@@ -27,7 +26,6 @@ def pytest_addoption(parser, pluginmanager):
 
 
 def pytest_configure(config):
-    fixed_cublas_workspace()
     pytest_xdist.check_controller(config)  # a bad -n / --dist / --gpus fails before any work
     placement = pytest_xdist.bind_worker(config)  # a worker's device is set before the Settings
     try:  # what needs several options together (and each technique's options) is checked now

@@ -1,3 +1,4 @@
 from .cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a spawned child (training, ensure_trained) imports it
+    raise SystemExit(main())

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from . import data, options
 from .models.gpt_neo import SHAPES
-from .train import fixed_cublas_workspace
 
 EPILOG = f"""data: the hub by default; a local directory of the original files with --data-dir or
 ${data.DATA_DIR_ENV}. Checkpoints are cached under $LLMOPT_CACHE_DIR (default ~/.cache/llmopt)."""
@@ -23,7 +22,6 @@ class Parser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
-    fixed_cublas_workspace()
     parser = Parser(prog="llmopt", description=(
         "Measure what LLM inference optimisations buy (tokens/s, batch 1, greedy) and check that each "
         "keeps the model's output unchanged."), epilog=EPILOG)

@@ -37,7 +37,8 @@ Cell = tuple[str, str]  # (dataset, technique)
 WORKLOAD_KEYS = ("model", "objective", "num_prompts", "max_new_tokens")
 NAIVE = "naive"  # the technique speed-ups are quoted against
 VERSIONS = (("driver", "driver_version"), ("CUDA", "cuda_version"), ("torch", "torch_version"),
-            ("transformers", "transformers_version"), ("Python", "python_version"))
+            ("transformers", "transformers_version"), ("Python", "python_version"),
+            ("CUBLAS_WORKSPACE_CONFIG", "cublas_workspace_config"))
 
 
 class GpuMismatch(ValueError):
@@ -259,7 +260,20 @@ def judge(current: Run, baseline: Run, tolerance: float = 0.05, alpha: float = 0
     if other:
         notes.append("outputs not compared: the baseline measured another checkpoint ("
                      + ", ".join(f"baseline {b} vs current {c}" for b, c in sorted(other)) + ")")
+    if changed := software_changes(baseline, current):
+        notes.append("the software differs, so speed may too: " + ", ".join(changed))
     return Judgement(rows, failures, notes)
+
+
+def software_changes(baseline: Run, current: Run) -> list[str]:
+    """What VERSIONS records differently in two runs ("torch 2.11 -> 2.12"); a key a run lacks
+    (an older run) is unknown, not changed."""
+    changes = []
+    for label, key in VERSIONS:
+        before, after = baseline.machine_info.get(key), current.machine_info.get(key)
+        if key in baseline.machine_info and key in current.machine_info and before != after:
+            changes.append(f"{label} {before or 'unset'} -> {after or 'unset'}")
+    return changes
 
 
 def _compare_cell(current: Run, baseline: Run, cell: Cell, alpha: float, failures: list[Failure]) -> Row:

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -33,7 +34,7 @@ from .strategies import technique_parts
 from .strategies.base import Strategy
 from .strategies.naive import Naive
 from .tokenizer import encode_prompt, load_tokenizer
-from .train import default_recipe, draft_recipe, ensure_trained, medusa_recipe
+from .train import CUBLAS_ENV, default_recipe, draft_recipe, ensure_trained, medusa_recipe
 
 
 @dataclass
@@ -142,7 +143,22 @@ def machine_facts() -> dict:
     return {"gpu_name": torch.cuda.get_device_name(0) if cuda else None, "gpu_count": torch.cuda.device_count(),
             "driver_version": driver_version(), "cuda_version": torch.version.cuda,
             "torch_version": torch.__version__, "transformers_version": transformers.__version__,
-            "python_version": platform.python_version()}
+            "python_version": platform.python_version(),
+            # a fixed cuBLAS workspace changes the speed of what is measured (cublas_warning)
+            "cublas_workspace_config": os.environ.get(CUBLAS_ENV)}
+
+
+def cublas_warning(device) -> str | None:
+    """Why a CUDA benchmark should not run with CUBLAS_WORKSPACE_CONFIG set (None when it is not):
+    the setting is what reproducible training needs, and batch-1 inference under it has been
+    reported several times slower (ultralytics/ultralytics#16457, #19127). On an H200 every eager
+    cell of runs made under it ran at about a third of its earlier speed (docs/results/NVIDIA-H200/session5)."""
+    value = os.environ.get(CUBLAS_ENV)
+    if value is None or torch.device(device).type != "cuda":
+        return None
+    return (f"{CUBLAS_ENV}={value} is set: cuBLAS keeps that fixed workspace for the whole process, and "
+            "batch-1 matmuls under it can run several times slower; unset it to benchmark (training "
+            "sets it in its own process)")
 
 
 def reset_peak_memory(device) -> None:
@@ -316,7 +332,8 @@ class Cell:
 
     def count_kernels(self, workload: Workload) -> None:
         """Device kernels per generated token over one (warm) generate call of the first prompt,
-        from the profiler, apart from the timed rounds (profiling slows a call); None off CUDA."""
+        from the profiler, after the timed rounds (profiling slows a call, and may slow the process
+        after it); None off CUDA."""
         if self.strategy.device.type != "cuda":
             return
         prompt, n, eos = workload.prompts[0], workload.max_new_tokens, workload.eos_id
@@ -382,6 +399,8 @@ class Bench:
         self._workloads: dict[str, Workload] = {}
         self._references: dict[tuple, list[list[int]]] = {}
         self._counted = 0
+        if (warning := cublas_warning(device)) is not None:
+            warnings.warn(warning, stacklevel=2)
 
     def workload(self, dataset: str) -> Workload:
         if dataset not in self._workloads:
@@ -476,7 +495,6 @@ class Bench:
         prepare_s = prepare(strategy, workload, device)
         cell = Cell(strategy.name, strategy, prepare_s, allocated_memory(device) - before)
         cell.warm_up(workload)
-        cell.count_kernels(workload)
         cell.calibrate(workload, self.settings.round_time)
         return cell
 
@@ -493,6 +511,10 @@ class Bench:
         timer = next(iter(cells.values())).timer
         measured = timing.interleave({t: c.pass_fn(workload, self.progress) for t, c in cells.items()}, rule,
                                      reference=reference, timer=timer)
+        # profiled only once every cell is timed: a finished profiler session can go on slowing
+        # kernel launches in its process (pytorch/pytorch#144455)
+        for cell in cells.values():
+            cell.count_kernels(workload)
         records = {}
         for technique, cell in cells.items():
             dtype = cell.strategy.dtype

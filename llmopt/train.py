@@ -158,11 +158,15 @@ def collate(items, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 # -- the loop -----------------------------------------------------------------------------------
 
+CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
+
+
 def fixed_cublas_workspace() -> None:
-    """cuBLAS is reproducible only with a fixed workspace, read when its handle is created; the
-    front ends call this at start-up, so a session that trains first and one that does not run the
-    same kernels."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    """cuBLAS is reproducible only with a fixed workspace, read when its handle is created. Only a
+    process that trains sets it: the benchmark trains in a child process (`ensure_trained`), because
+    the variable stays for the whole process and batch-1 inference under it has been reported
+    several times slower (ultralytics/ultralytics#16457, #19127); see measure.cublas_warning."""
+    os.environ.setdefault(CUBLAS_ENV, ":4096:8")
 
 
 @contextlib.contextmanager
@@ -171,14 +175,14 @@ def deterministic(seed: int):
 
     cuBLAS is reproducible only with a fixed workspace, and reads CUBLAS_WORKSPACE_CONFIG when its
     handle is created: setting it here works in a fresh process whose first CUDA work is training
-    (`llmopt train`, the benchmark's first cell). A process that ran cuBLAS before must set it at
-    start-up: torch checks the variable, not the workspace its handle got, so setting it late is
-    silently not enough. It stays set after training, so later cuBLAS work in the process uses it too.
+    (`llmopt train`, or the child process `ensure_trained` starts for a benchmark). A process that
+    ran cuBLAS before would have to set it at start-up: torch checks the variable, not the workspace
+    its handle got, so setting it late is silently not enough. It stays set after training.
 
     Measured on an H200 (torch 2.11, 2026-12-03): three bf16-autocast steps of the tiny and 125m
     shapes, lm and ss objectives, fused AdamW or not, gave other weights on a repeat without it (5 of 8)
     and identical ones with it; no op of the step raised, so the fused AdamW stays."""
-    fixed_cublas_workspace()  # the front ends set it at start-up already
+    fixed_cublas_workspace()
     previous = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
     torch.use_deterministic_algorithms(True, warn_only=False)
     random.seed(seed)
@@ -344,10 +348,14 @@ def _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, sav
     return out_dir
 
 
-def ensure_trained(dataset: str, recipe: Recipe, data_dir=None, device=None, progress=True) -> Path:
+def ensure_trained(dataset: str, recipe: Recipe, data_dir=None, device=None, progress=True,
+                   isolate: bool | None = None) -> Path:
     """The cached checkpoint for (dataset, shape, recipe), trained first if it is missing. A file
     lock beside it makes concurrent callers (one benchmark process per GPU) train it once: the
-    first trains, the others wait and then load what it wrote."""
+    first trains, the others wait and then load what it wrote.
+
+    `isolate` (default: on a CUDA device) trains in a child process, so that the caller, a
+    benchmark, never runs under the fixed cuBLAS workspace that reproducible training needs."""
     path = checkpoint_dir(dataset, recipe)
     if (path / "llmopt.json").is_file():
         return path
@@ -360,7 +368,26 @@ def ensure_trained(dataset: str, recipe: Recipe, data_dir=None, device=None, pro
         lock.acquire()
     try:
         if not (path / "llmopt.json").is_file():  # it may have appeared while we waited
-            train(dataset, recipe, path, data_dir=data_dir, device=device, progress=progress)
+            device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            if isolate if isolate is not None else device.type == "cuda":
+                train_in_child(dataset, recipe, path, data_dir=data_dir, device=device, progress=progress)
+            else:
+                train(dataset, recipe, path, data_dir=data_dir, device=device, progress=progress)
     finally:
         lock.release()
     return path
+
+
+def train_in_child(dataset: str, recipe: Recipe, out_dir: Path, data_dir=None, device=None, progress=True) -> None:
+    """`train` in a fresh (spawned) process, which alone gets the fixed cuBLAS workspace; its
+    output goes where this process's does. A failure is raised here, with its exit code."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(
+        target=train, args=(dataset, recipe, out_dir), name=f"train {dataset}",
+        kwargs=dict(data_dir=data_dir, device=str(device) if device is not None else None, progress=progress))
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise RuntimeError(f"training {dataset} ({Path(out_dir).name}) failed in its own process "
+                           f"(exit code {child.exitcode}); its error is printed above")

@@ -342,3 +342,12 @@ def test_harness_gate_refuses_another_gpu_before_running(harness, tmp_path):
     result = run({"spider/naive": 1.0}, "--gate-baseline", str(other))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert "refusing to compare runs of different GPU models" in result.stderr.str()
+
+
+def test_a_change_of_software_or_cublas_setting_is_named_beside_the_verdict(tmp_path):
+    cur, base = runs(tmp_path, noisy_matrix(), noisy_matrix(seed=1))
+    assert compare.software_changes(base, cur) == []  # neither run recorded the setting: unknown, not changed
+    base.machine_info.update(torch_version="2.11.0", cublas_workspace_config=":4096:8")
+    cur.machine_info.update(torch_version="2.12.0", cublas_workspace_config=None)
+    assert compare.software_changes(base, cur) == ["torch 2.11.0 -> 2.12.0", "CUBLAS_WORKSPACE_CONFIG :4096:8 -> unset"]
+    assert "the software differs, so speed may too: torch 2.11.0 -> 2.12.0" in compare.render(cur, base, [], 0.05)

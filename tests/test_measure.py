@@ -66,3 +66,12 @@ def test_cli_errors_are_clear(capsys, tmp_path):
     assert cli.main(["bench", "--model", str(tmp_path / "nope"), "--dataset", "spider", "--data-dir", str(tmp_path)]) == 2
     assert "no such checkpoint directory" in capsys.readouterr().err
     assert cli.main(["bench", "--dataset", "wikisql"]) == 2
+
+
+def test_a_cuda_benchmark_under_a_fixed_cublas_workspace_is_warned_and_recorded(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    assert measure.cublas_warning("cuda") is None and measure.machine_facts()["cublas_workspace_config"] is None
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    assert "CUBLAS_WORKSPACE_CONFIG=:4096:8 is set" in measure.cublas_warning("cuda:0")
+    assert measure.cublas_warning("cpu") is None  # cuBLAS is not in a CPU run
+    assert measure.machine_facts()["cublas_workspace_config"] == ":4096:8"

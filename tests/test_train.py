@@ -1,6 +1,7 @@
 """Tokenizer and trainer on tiny data: deterministic tokenizer, loss falls, atomic checkpoints."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -111,3 +112,18 @@ def test_keeps_the_weights_of_the_best_evaluation(tmp_path, toy_data, monkeypatc
     assert json.loads((out / "llmopt.json").read_text())["kept_step"] == 10
     assert not torch.are_deterministic_algorithms_enabled()  # the caller's setting is back
     assert torch.equal(GPTNeo.from_pretrained(out).transformer.wte.weight, snapshots[10])
+
+
+@pytest.mark.skipif(not os.environ.get(training.data.DATA_DIR_ENV), reason="the child loads the real data")
+def test_a_benchmark_trains_in_a_child_process_and_only_the_child_fixes_the_cublas_workspace(tmp_path, monkeypatch):
+    # the fixed workspace reproducible training needs stays for a whole process, and batch-1
+    # inference under it was measured at a third of its speed: a benchmark must not inherit it
+    monkeypatch.setenv("LLMOPT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv(training.CUBLAS_ENV, raising=False)
+    recipe = training.default_recipe("e2e_nlg", "tiny", steps=4, vocab_size=300)
+    path = training.ensure_trained("e2e_nlg", recipe, device="cpu", progress=False, isolate=True)
+    assert training.CUBLAS_ENV not in os.environ
+    assert json.loads((path / "llmopt.json").read_text())["checkpoint_sha256"] == fingerprint(path)
+    with pytest.raises(RuntimeError, match="failed in its own process"):
+        training.train_in_child("e2e_nlg", recipe, tmp_path / "bad", data_dir=tmp_path / "no-data", device="cpu",
+                                progress=False)
