@@ -1,7 +1,7 @@
 """Before/after table of a change that must not change behaviour: per cell, the output hashes of two
 pytest-benchmark JSON runs on the same checkpoint, and their tokens/s.
 
-    python scripts/compare_hashes.py BEFORE.json AFTER.json OUT.md
+    python scripts/compare_hashes.py BEFORE.json AFTER.json OUT.md [TITLE]
 
 (`llmopt compare` compares outputs only between records that carry equal checkpoint fingerprints;
 runs from before fingerprints existed need this.)"""
@@ -20,7 +20,11 @@ for t in b:
     lines.append(f"| {t} | {x['output_sha256'][:12]} | {y['output_sha256'][:12]} | {'yes' if eq else 'NO'} | "
                  f"{x['tokens_per_s']:.1f} ({x['tokens_per_s_min']:.0f}–{x['tokens_per_s_max']:.0f}) | "
                  f"{y['tokens_per_s']:.1f} ({y['tokens_per_s_min']:.0f}–{y['tokens_per_s_max']:.0f}) | {y['tokens_per_s']/x['tokens_per_s']-1:+.1%} |")
-head = [f"# Before and after the refactor: {ad['machine_info'].get('gpu_name')}", "",
-        f"E2E-NLG, one checkpoint, 32 prompts, up to 128 new tokens, 3 rounds per cell, one cell after another; "
+title = sys.argv[4] if len(sys.argv) > 4 else "Before and after the refactor"
+first = next(iter(a.values()))
+rounds = sorted({len(r.get("tokens_per_s_rounds") or []) for r in [*a.values(), *b.values()]})
+head = [f"# {title}: {ad['machine_info'].get('gpu_name')}", "",
+        f"{first['dataset']}, one checkpoint, {first.get('num_prompts')} prompts, up to {first.get('max_new_tokens')} new "
+        f"tokens, {'–'.join(map(str, rounds[::max(1, len(rounds) - 1)]))} rounds per cell; "
         f"{equal} of {len(b)} cells emit identical tokens.", ""]
 open(out, "w").write("\n".join(head + lines) + "\n"); print("\n".join(head + lines))

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU runner's validation of the harness (one process per step, results in $JOB, packed into
 # $JOB.tgz after every phase so a cut-off run still returns what it finished):
-#   train   the 125m SS checkpoints of the three datasets, and E2E's a second time into another
-#           directory (its fingerprint must repeat), while the CUDA-only tests run
+#   train   the 125m SS checkpoints of the three datasets (E2E's fingerprint in fingerprints.txt,
+#           to hold against an earlier run's), while the CUDA-only tests run
+#   cublas  E2E, naive,half,graphs,ss,best, with CUBLAS_WORKSPACE_CONFIG unset and set (README, "Measurement
+#           noise"): the A/B of what the fixed cuBLAS workspace costs a benchmark
 #   hashes  E2E, every technique, on one checkpoint: the code before the refactor (./.old, a copy of
 #           the commit named in .old/COMMIT) and now; output hashes must be equal cell by cell
 #   bench   the README's main command, `llmopt bench`, with the local data
@@ -15,12 +17,13 @@
 # VALIDATION_SLOW=half
 set -uo pipefail
 export PYTHONUNBUFFERED=1 LLMOPT_DATA_DIR=$PWD/.data LLMOPT_CACHE_DIR=${LLMOPT_CACHE_DIR:-$PWD/.cache} PYTHONPATH=$PWD
-export CUBLAS_WORKSPACE_CONFIG=:4096:8 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True  # not CUBLAS_WORKSPACE_CONFIG: training sets it in its own process
 JOB=${JOB:-/tmp/job}; mkdir -p "$JOB"
 ALL=hf,naive,half,bf16,flash2,graphs,half+graphs,flash2+graphs,best,ss,ss+half,ss+flash2,ss+graphs,ss+half+graphs,ss+flash2+graphs
 SHAPE=${VALIDATION_SHAPE:-125m}
 
 checkpoint_of() { grep -m1 '^checkpoint: ' "$1" | cut -d' ' -f2; }
+train() { python3 -m llmopt train --dataset "$1" --shape "$SHAPE" --objective ss --samples "${VALIDATION_SAMPLES:-32}" > "$JOB/train_$1.log" 2>&1; }
 pack() { tar czf "$JOB.tgz.tmp" -C "$JOB" . && mv "$JOB.tgz.tmp" "$JOB.tgz"; }
 
 phase() {
@@ -28,16 +31,21 @@ phase() {
   case "$1" in
     train)
       nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$JOB/gpu.txt" 2>&1
-      python3 -m pytest tests/test_fastpaths.py tests/test_spec_stream.py -q -rs > "$JOB/cuda_tests.log" 2>&1 &
-      for d in e2e_nlg spider dialogsum; do
-        python3 -m llmopt train --dataset "$d" --shape "$SHAPE" --objective ss --samples "${VALIDATION_SAMPLES:-32}" > "$JOB/train_$d.log" 2>&1 &
-      done
-      python3 -m llmopt train --dataset e2e_nlg --shape "$SHAPE" --objective ss --samples 0 \
-        --output "$JOB/e2e_again" > "$JOB/train_e2e_again.log" 2>&1 &
-      wait
+      python3 -m pytest tests/test_fastpaths.py tests/test_spec_stream.py tests/test_hardware.py -q -rs > "$JOB/cuda_tests.log" 2>&1 &
+      # two at a time: Spider's and DialogSum's trainings each hold about 74 GiB of an H200
+      train e2e_nlg & first=$!; train dialogsum & second=$!; wait $first $second; train spider; wait
       python3 -c "from llmopt.checkpoints import fingerprint; import sys; print(*(f'{p} {fingerprint(p)}' for p in sys.argv[1:]), sep='\n')" \
-        "$(checkpoint_of "$JOB/train_e2e_nlg.log")" "$JOB/e2e_again" > "$JOB/fingerprints.txt"
-      rm -rf "$JOB/e2e_again" ;;
+        "$(checkpoint_of "$JOB/train_e2e_nlg.log")" > "$JOB/fingerprints.txt" ;;
+    cublas)
+      local ckpt; ckpt=$(checkpoint_of "$JOB/train_e2e_nlg.log")
+      for setting in unset :4096:8 unset; do
+        local name=cublas_${setting//[:]/_}; [ -f "$JOB/$name.json" ] && name=${name}_again
+        if [ "$setting" = unset ]; then prefix=(env -u CUBLAS_WORKSPACE_CONFIG); else prefix=(env CUBLAS_WORKSPACE_CONFIG=$setting); fi
+        "${prefix[@]}" python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg \
+          --techniques naive,half,graphs,ss,best ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} --benchmark-json="$JOB/$name.json" > "$JOB/$name.log" 2>&1
+      done
+      python3 scripts/compare_hashes.py "$JOB/cublas_unset.json" "$JOB/cublas__4096_8.json" "$JOB/cublas.md" \
+        "CUBLAS_WORKSPACE_CONFIG unset (before) and :4096:8 (after)" ;;
     hashes)
       local ckpt; ckpt=$(checkpoint_of "$JOB/train_e2e_nlg.log")
       (cd .old && PYTHONPATH=$PWD python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg \
@@ -55,7 +63,7 @@ phase() {
   pack
 }
 
-for p in "${@:-train hashes bench gate}"; do
+for p in "${@:-train cublas bench hashes gate}"; do
   for one in $p; do phase "$one"; done
 done
 echo "=== done $(date -u +%H:%M:%S)"
