@@ -165,8 +165,9 @@ def add_bench_options(addoption) -> None:
               help=f"timed work per cell, at least (default {_both('min_time', ' s')}); "
                    f"then rounds go on until the {timing.CONFIDENCE:.0%}% interval of the median is within --target-ci")
     addoption("--max-time", dest="max_time", type=seconds, default=None, metavar="S",
-              help=f"timed work per cell, at most, once --rounds are done (default {_both('max_time', ' s')}: on a CPU "
-                   f"exactly --rounds rounds); a cell stopped by it is marked not converged")
+              help=f"timed work per cell, at most (default {_both('max_time', ' s')}: on a CPU exactly --rounds rounds); "
+                   f"it stops a cell short of --rounds only once it has the {timing.rounds_for_interval()} rounds an "
+                   f"interval of the median needs; a cell stopped by it is marked not converged")
     addoption("--round-time", dest="round_time", type=seconds, default=None, metavar="S",
               help=f"a timed round repeats the pass over the prompts until it lasts this long (default "
                    f"{_both('round_time', ' s')}: one pass)")

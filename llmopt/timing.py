@@ -21,6 +21,7 @@ It imports nothing from llmopt; clocks are injectable so the tests run on fake t
 
 from __future__ import annotations
 
+import functools
 import gc
 import itertools
 import math
@@ -160,6 +161,12 @@ def median_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[
     return ordered[j - 1], ordered[n - j]
 
 
+@functools.cache
+def rounds_for_interval(confidence: float = CONFIDENCE) -> int:
+    """The fewest values whose median has a distribution-free interval at `confidence` (6 at 95%)."""
+    return next(n for n in itertools.count(1) if median_ci(range(n), confidence) is not None)
+
+
 def mad_outliers(values: Sequence[float], z: float = OUTLIER_Z,
                  max_fraction: float = MAX_OUTLIER_FRACTION) -> list[int]:
     """Indices of the values farther than `z` robust standard deviations (1.4826 MAD) from the
@@ -244,8 +251,9 @@ class Verdict(NamedTuple):
 class StopRule:
     """When a cell has been timed enough: at least `min_rounds` rounds and `min_time_s` seconds of
     timed work, then until the interval of the median tokens/s is narrower than `rel_ci` of it, or
-    until `max_rounds` rounds or `max_time_s` seconds (then it has not converged). `max_time_s = 0`
-    times exactly `min_rounds` rounds (a smoke run)."""
+    until `max_rounds` rounds or `max_time_s` seconds (then it has not converged); the time cap
+    stops a cell short of `min_rounds` only once it has the rounds an interval needs
+    (`rounds_for_interval`). `max_time_s = 0` times exactly `min_rounds` rounds (a smoke run)."""
 
     min_time_s: float = MIN_TIME_S
     max_time_s: float = MAX_TIME_S
@@ -264,9 +272,12 @@ class StopRule:
         timed = sum(s.wall_s for s in samples)
         enough = len(samples) >= self.min_rounds and timed >= self.min_time_s
         converged = enough and summary.rel_ci_width < self.rel_ci
-        # the time cap stops a noisy cell, but never before its minimum rounds (a floor, as in
-        # pytest-benchmark's min_rounds)
-        capped = len(samples) >= self.max_rounds or (timed >= self.max_time_s and len(samples) >= self.min_rounds)
+        # the time cap stops a cell once it has the rounds an interval of its median needs (6 at
+        # 95%), even short of min_rounds: a slow cell's rounds are long (a 10 s pass) and its host
+        # noise averages out inside each, and without the cap the slow eager cells of Spider and
+        # DialogSum alone would take a full matrix past 25 minutes; max_time_s = 0 is exact
+        floor = self.min_rounds if self.max_time_s == 0 else min(self.min_rounds, rounds_for_interval(self.confidence))
+        capped = len(samples) >= self.max_rounds or (timed >= self.max_time_s and len(samples) >= floor)
         return Verdict(summary, converged, done=converged or capped)
 
 

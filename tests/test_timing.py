@@ -151,6 +151,20 @@ def test_measure_until_stops_at_its_cap_when_noise_is_large_and_says_so(clock, t
     assert not m.converged and sum(s.wall_s for s in m.samples) >= 12.0 > sum(s.wall_s for s in m.samples[:-1])
 
 
+def test_the_time_cap_stops_a_slow_cell_short_of_min_rounds_once_it_has_an_interval(clock, timer):
+    # passes of 5 s against a 20 s cap: 6 rounds (the fewest a 95% interval takes), not 10
+    assert timing.rounds_for_interval(0.95) == 6 and timing.median_ci(range(5)) is None
+    slow = [5.0 * (1 + 0.2 * (i % 3)) for i in range(100)]  # noisy: never within the 2% target
+    m = timing.measure_until(passes(clock, slow), min_time_s=10.0, max_time_s=20.0, min_rounds=10, timer=timer)
+    assert m.rounds == 6 and not m.converged and m.ci is not None
+    # rounds short enough for min_rounds within the cap still get them, and more until the cap
+    m = timing.measure_until(passes(clock, [0.5 * (1 + 0.2 * (i % 3)) for i in range(100)]), min_time_s=1.0,
+                             max_time_s=10.0, min_rounds=10, timer=timer)
+    assert m.rounds > 10
+    # a smoke run (no cap) times exactly min_rounds
+    assert timing.measure_until(passes(clock, slow), min_time_s=0, max_time_s=0, min_rounds=3, timer=timer).rounds == 3
+
+
 def test_an_impossible_stopping_rule_fails_before_any_pass():
     with pytest.raises(ValueError, match="impossible"):
         timing.measure_until(lambda: pytest.fail("ran"), min_rounds=10, max_rounds=5)
