@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -66,6 +67,13 @@ def resolve_model_dir(spec: str) -> Path:
         return Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
     except Exception as exc:  # network down, unknown repo, ...
         raise FileNotFoundError(f"model {spec!r} is neither a local directory nor a reachable hub id: {exc}") from exc
+
+
+def recorded(directory: str | Path) -> dict:
+    """What train() wrote about a checkpoint (its llmopt.json: recipe, training time, fingerprint),
+    or {} for a checkpoint made elsewhere."""
+    info = Path(directory) / "llmopt.json"
+    return json.loads(info.read_text()) if info.is_file() else {}
 
 
 def fingerprint(directory: str | Path) -> str:

@@ -26,7 +26,7 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from . import data, hardware, near_ties, quality, timing
-from .checkpoints import fingerprint, resolve_model_dir
+from .checkpoints import fingerprint, recorded, resolve_model_dir
 from .models.gpt_neo import SHAPES
 from .generation import Clock, Generation
 from .options import Settings, build_strategy
@@ -79,9 +79,7 @@ def build_workload(dataset: str, model: str = "125m", num_prompts: int = 32, max
 
 def checkpoint_fingerprint(checkpoint: Path) -> str:
     """The fingerprint train() recorded in llmopt.json, else computed from the weight files."""
-    info = checkpoint / "llmopt.json"
-    recorded = json.loads(info.read_text()).get("checkpoint_sha256") if info.is_file() else None
-    return recorded or fingerprint(checkpoint)
+    return recorded(checkpoint).get("checkpoint_sha256") or fingerprint(checkpoint)
 
 
 def check_checkpoint(path: Path, streams: bool = False) -> None:
@@ -204,6 +202,8 @@ def summarize(strategy: Strategy, workload: Workload, passes: list[list[tuple[Ge
         "num_prompts": len(outputs),
         "max_new_tokens": workload.max_new_tokens,
         "checkpoint_sha256": workload.fingerprint,
+        # what training the checkpoint cost (None for one made elsewhere); a peer adds its drafter's
+        "checkpoint_train_time_s": recorded(workload.checkpoint).get("train_time_s") if workload.checkpoint else None,
         "tokens_per_s": statistics.median(rates),
         "tokens_per_s_min": min(rates),
         "tokens_per_s_max": max(rates),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .compare import Run, load_run
 from .names import DATASET_TITLES, datasets, slug, techniques
+from .strategies.techniques import DRAFTING, technique_parts
 
 QUALITY_TITLES = {"exact_match": "EM", "rouge_l": "ROUGE-L"}
 DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
@@ -82,6 +83,48 @@ def _details(run: Run, names: list[str]) -> list[str]:
     return lines
 
 
+def _drafting(technique: str) -> set[str]:
+    return set(technique_parts(technique)) & set(DRAFTING)
+
+
+def plain_twin(run: Run, cell: tuple[str, str]) -> str | None:
+    """The technique a drafting cell should beat: its parts without the drafting method, captured
+    (`ss+half` -> `half+graphs`, `pld` -> `graphs`, `best` -> `flash2+graphs`), if the run has it."""
+    dataset, technique = cell
+    want = (set(technique_parts(technique)) - _drafting(technique)) | {"graphs"}
+    return next((t for d, t in run.cells if d == dataset and set(technique_parts(t)) == want), None)
+
+
+def _count(n) -> str:
+    return "–" if n is None else f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.1f} k" if n >= 1e3 else str(n)
+
+
+def _bytes(n) -> str:
+    return "–" if n is None else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
+
+
+def peers(run: Run, names: list[str]) -> list[str]:
+    """Speculative Streaming against its peers: every drafting cell (ss, pld, sps, medusa and their
+    compositions) with its speed-ups, accepted tokens per step, what it adds to the model and
+    what its training took (the checkpoint's, and the drafter's for a peer trained apart)."""
+    lines = ["| dataset | method | tokens/s | × naive | × plain captured twin | accepted tokens/step | "
+             "extra parameters | checkpoint training | drafter training |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for d in names:
+        for t in techniques([run]):
+            r = run.cells.get((d, t))
+            if r is None or not _drafting(t):
+                continue
+            twin = plain_twin(run, (d, t))
+            over_twin = f"{r['tokens_per_s'] / run.cells[d, twin]['tokens_per_s']:.2f}× (`{twin}`)" if twin else "–"
+            seconds = [r.get("checkpoint_train_time_s"), r.get("drafter_train_time_s")]
+            lines.append(f"| {DATASET_TITLES.get(d, d)} | {_label(run, t)} | {r['tokens_per_s']:.1f} | {_speedup(run, (d, t))} | "
+                         f"{over_twin} | {r['mean_accepted_tokens']:.2f} | "
+                         f"{_count(r.get('extra_parameters'))} ({_bytes(r.get('extra_parameter_bytes'))}) | "
+                         + " | ".join("–" if x is None else f"{x:.0f} s" for x in seconds) + " |")
+    return lines if len(lines) > 2 else []
+
+
 def run_section(run: Run, figures: list[tuple[str, str]] = ()) -> list[str]:
     names = datasets([run])
     lines = [f"## {run.gpu}", "", *_facts(run), "",
@@ -90,6 +133,9 @@ def run_section(run: Run, figures: list[tuple[str, str]] = ()) -> list[str]:
              ""]
     if any(t == "naive" for _, t in run.cells):
         lines += ["Speed-up over `naive` (same run):", "", *_grid(run, names, lambda c: _speedup(run, c)), ""]
+    if table := peers(run, names):
+        lines += ["Speculative Streaming and its peers (each drafting method, against `naive` and against "
+                  "its plain captured twin):", "", *table, ""]
     lines += ["Per cell: mean accepted tokens per target forward, acceptance ratio of drafted tokens, "
               "peak GPU memory, quality of the outputs, share of prompts identical to plain greedy decoding:", "",
               *_details(run, names), ""]

@@ -75,3 +75,15 @@ def test_a_cuda_benchmark_under_a_fixed_cublas_workspace_is_warned_and_recorded(
     assert "CUBLAS_WORKSPACE_CONFIG=:4096:8 is set" in measure.cublas_warning("cuda:0")
     assert measure.cublas_warning("cpu") is None  # cuBLAS is not in a CPU run
     assert measure.machine_facts()["cublas_workspace_config"] == ":4096:8"
+
+
+def test_a_record_says_what_training_its_checkpoint_took(tmp_path):
+    import dataclasses
+    import json
+
+    outputs = [[5, 0]]
+    passes = [[(Generation(outputs[0], 2), 1.0)]]
+    assert measure.summarize(Fake(), workload(outputs), passes)["checkpoint_train_time_s"] is None  # not ours
+    (tmp_path / "llmopt.json").write_text(json.dumps({"train_time_s": 115.0}))
+    work = dataclasses.replace(workload(outputs), checkpoint=tmp_path)
+    assert measure.summarize(Fake(), work, passes)["checkpoint_train_time_s"] == 115.0

@@ -93,7 +93,7 @@ def test_strategy_matches_naive(tmp_path):
     pld.prepare(tmp_path, "cpu")
     assert pld.config() == {"dtype": "float64", "attention_provider": "eager", "runtime": "eager",
                             "techniques": "pld", "num_draft": 5, "max_ngram": 2, "min_ngram": 1,
-                            "extra_parameters": 0, "extra_parameter_bytes": 0}
+                            "extra_parameters": 0, "extra_parameter_bytes": 0, "drafter_train_time_s": None}
     for prompt in random_prompts(6, 30, 40) + [[3, 4, 5] * 8]:
         expected = naive.generate(prompt, 30, 7)
         out = pld.generate(prompt, 30, 7)

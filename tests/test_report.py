@@ -118,3 +118,25 @@ def test_readme_block_is_filled_between_its_markers(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="no '<!-- llmopt report: start -->'"):
         report.write([run], tmp_path / "docs", readme=readme)
+
+
+def test_the_peers_table_weighs_each_drafting_method_against_naive_and_its_plain_captured_twin(tmp_path):
+    records = [cell("e2e_nlg", "naive", 280.0), cell("e2e_nlg", "graphs", 1000.0),
+               cell("e2e_nlg", "half+graphs", 1100.0, dtype="float16"),
+               cell("e2e_nlg", "ss", 560.0, mean_accepted_tokens=2.6, extra_parameters=3072, extra_parameter_bytes=12288,
+                    checkpoint_train_time_s=115.0),
+               cell("e2e_nlg", "ss+half+graphs", 2200.0, dtype="float16", mean_accepted_tokens=2.6,
+                    extra_parameters=3072, extra_parameter_bytes=6144, checkpoint_train_time_s=115.0),
+               cell("e2e_nlg", "medusa", 420.0, mean_accepted_tokens=2.1, extra_parameters=7_100_000,
+                    extra_parameter_bytes=28_400_000, checkpoint_train_time_s=90.0, drafter_train_time_s=40.0),
+               cell("e2e_nlg", "pld", 300.0, mean_accepted_tokens=1.4, extra_parameters=0, extra_parameter_bytes=0)]
+    run = load_run(saved_run(tmp_path / "run.json", records))
+    assert report.plain_twin(run, ("e2e_nlg", "ss")) == "graphs"
+    assert report.plain_twin(run, ("e2e_nlg", "ss+half+graphs")) == "half+graphs"
+    text = report.markdown([run])
+    assert "| E2E-NLG | ss (fp32) | 560.0 | 2.00× | 0.56× (`graphs`) | 2.60 | 3.1 k (12.0 KiB) | 115 s | – |" in text
+    assert "| E2E-NLG | ss+half+graphs (fp16) | 2200.0 | 7.86× | 2.00× (`half+graphs`) | 2.60 | 3.1 k (6.0 KiB) |" in text
+    assert "| E2E-NLG | medusa (fp32) | 420.0 | 1.50× | 0.42× (`graphs`) | 2.10 | 7.1 M (27.1 MiB) | 90 s | 40 s |" in text
+    assert "| E2E-NLG | pld (fp32) | 300.0 | 1.07× | 0.30× (`graphs`) | 1.40 | 0 (0.0 KiB) | – | – |" in text
+    # a run without drafting cells has no peers table
+    assert "its peers" not in report.markdown([load_run(saved_run(tmp_path / "plain.json", records[:3]))])

@@ -354,7 +354,10 @@ def test_strategy_matches_naive(tmp_path):
     naive.prepare(tmp_path, "cpu")
     assert ss.config() == {"dtype": "float64", "attention_provider": "eager", "runtime": "eager", "gamma": 4,
                            "num_stream_layers": 2, "topk": "2,1,1", "tree_size": 7, "techniques": "ss",
-                           "prune": 0.0, "setup_s": 0.0}
+                           "prune": 0.0, "setup_s": 0.0,
+                           # all SS adds: γ stream embeddings of the hidden size, here float64
+                           "extra_parameters": 4 * ss.model.config.hidden_size,
+                           "extra_parameter_bytes": 4 * ss.model.config.hidden_size * 8}
     # the static step that ss+graphs captures, uncaptured ("static" runtime) on CPU
     graphs = get_strategy("ss+graphs", dtype="float64", topk="2,1,1", runtime="static", bucket=16)
     graphs.prepare(tmp_path, "cpu")

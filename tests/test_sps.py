@@ -113,6 +113,10 @@ def test_the_draft_trains_with_the_targets_tokenizer(tmp_path, monkeypatch):
     recipe = training.draft_recipe("e2e_nlg", target, shape="tiny", steps=5, vocab_size=999)
     draft = training.ensure_trained("e2e_nlg", recipe, device="cpu", progress=False)
     assert load_tokenizer(draft).get_vocab() == load_tokenizer(target).get_vocab()
+    # a cell with this draft records what training it took
+    sps = get_strategy("sps", draft=draft)
+    sps.prepare(target, "cpu")
+    assert sps.config()["drafter_train_time_s"] == json.loads((draft / "llmopt.json").read_text())["train_time_s"] > 0
     configs = [json.loads((p / "config.json").read_text()) for p in (target, draft)]
     assert configs[0]["vocab_size"] == configs[1]["vocab_size"]
     assert configs[0]["eos_token_id"] == configs[1]["eos_token_id"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..checkpoints import recorded
 from ..generation import Clock
 from ..models.gpt_neo import GPTNeo, param_bytes
 from ..spec_stream.decode import DraftLoop
@@ -30,6 +31,10 @@ class Drafting(Strategy):
     def drafter(self) -> nn.Module | None:
         return None
 
+    def drafter_checkpoint(self):
+        """Where the drafter was trained (a directory with llmopt.json), or None."""
+        return None
+
     def prepare(self, checkpoint, device):
         self.device = torch.device(device)
         target = GPTNeo.from_pretrained(checkpoint, device=self.device, dtype=self.dtype).eval()
@@ -49,5 +54,7 @@ class Drafting(Strategy):
         drafter = self.drafter()
         extra = {"techniques": self.technique.label, **self.options(),
                  "extra_parameters": 0 if drafter is None else sum(p.numel() for p in drafter.parameters()),
-                 "extra_parameter_bytes": 0 if drafter is None else param_bytes(drafter)}
+                 "extra_parameter_bytes": 0 if drafter is None else param_bytes(drafter),
+                 "drafter_train_time_s": None if self.drafter_checkpoint() is None
+                 else recorded(self.drafter_checkpoint()).get("train_time_s")}
         return {**super().config(), **extra}

@@ -34,6 +34,9 @@ class Medusa(Drafting):
     def drafter(self):
         return self.decoder.model.drafting_modules()
 
+    def drafter_checkpoint(self):
+        return self.heads
+
     def options(self) -> dict:
         tree = self.decoder.tree
         return {"topk": ",".join(map(str, tree.topk)), "tree_size": tree.size, "gamma": self.decoder.model.gamma,

@@ -35,5 +35,8 @@ class DraftModelSpeculation(Drafting):
     def drafter(self):
         return self.decoder.draft_model
 
+    def drafter_checkpoint(self):
+        return self.draft
+
     def options(self) -> dict:
         return {"k": self.k, "draft": None if self.draft is None else self.draft.name}

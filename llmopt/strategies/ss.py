@@ -97,7 +97,10 @@ class SpecStream(Strategy):
         extra = {"techniques": self.technique.label, "gamma": self.model.gamma,
                  "num_stream_layers": self.model.num_stream_layers,
                  "topk": ",".join(map(str, tree.topk)), "tree_size": tree.size, "prune": self.prune,
-                 "setup_s": self.setup_s}
+                 "setup_s": self.setup_s,
+                 # all SS adds to the model: γ stream embeddings (the streams share every other weight)
+                 "extra_parameters": self.model.stream_embeddings.numel(),
+                 "extra_parameter_bytes": self.model.stream_embeddings.numel() * self.model.stream_embeddings.element_size()}
         if self.graphs:
             extra.update(graph_bucket=self.bucket, pad_rows=self.pad_rows)
         return {**super().config(), **extra}
