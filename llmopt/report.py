@@ -103,6 +103,12 @@ def _bytes(n) -> str:
     return "–" if n is None else f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
+def _extra(r: dict) -> str:
+    """Extra parameters with their bytes ("3.1 k (6.0 KiB)"); "–" for a record from before they were kept."""
+    n = r.get("extra_parameters")
+    return "–" if n is None else f"{_count(n)} ({_bytes(r.get('extra_parameter_bytes'))})"
+
+
 def peers(run: Run, names: list[str]) -> list[str]:
     """Speculative Streaming against its peers: every drafting cell (ss, pld, sps, medusa and their
     compositions) with its speed-ups, accepted tokens per step, what it adds to the model and
@@ -120,7 +126,7 @@ def peers(run: Run, names: list[str]) -> list[str]:
             seconds = [r.get("checkpoint_train_time_s"), r.get("drafter_train_time_s")]
             lines.append(f"| {DATASET_TITLES.get(d, d)} | {_label(run, t)} | {r['tokens_per_s']:.1f} | {_speedup(run, (d, t))} | "
                          f"{over_twin} | {r['mean_accepted_tokens']:.2f} | "
-                         f"{_count(r.get('extra_parameters'))} ({_bytes(r.get('extra_parameter_bytes'))}) | "
+                         f"{_extra(r)} | "
                          + " | ".join("–" if x is None else f"{x:.0f} s" for x in seconds) + " |")
     return lines if len(lines) > 2 else []
 
