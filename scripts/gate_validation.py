@@ -145,6 +145,7 @@ def main() -> None:
     parser.add_argument("--changed", default="ss", help="the technique whose output is changed (default ss)")
     parser.add_argument("--out", type=Path, help="default docs/results/<GPU model>")
     parser.add_argument("--reuse", action="store_true", help="analyse the runs already under OUT/runs (those that finished)")
+    parser.add_argument("--resume", action="store_true", help="run only the runs not yet under OUT/runs, then analyse all")
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     if args.out is None:
@@ -158,6 +159,8 @@ def main() -> None:
     plan = [*names[:2], "slowdown", "output_change", *names[2:], *seq_names]
     if not args.reuse:
         for name in plan:
+            if args.resume and (out / "runs" / f"{name}.json").is_file():
+                continue
             inject = {"slowdown": f"slow:{args.slow}:0.10", "output_change": f"output:{args.changed}"}.get(name)
             bench(out, name, args, extra, inject=inject, interleave="off" if name.startswith("sequential") else "cells")
 

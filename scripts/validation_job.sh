@@ -3,18 +3,21 @@
 # $JOB.tgz after every phase so a cut-off run still returns what it finished):
 #   train   the 125m SS checkpoints of the three datasets (E2E's fingerprint in fingerprints.txt,
 #           to hold against an earlier run's), while the CUDA-only tests run
-#   cublas  E2E, naive,half,graphs,ss,best, with CUBLAS_WORKSPACE_CONFIG unset and set (README, "Measurement
-#           noise"): the A/B of what the fixed cuBLAS workspace costs a benchmark
+#   cublas  E2E, the gate's techniques with CUBLAS_WORKSPACE_CONFIG=:4096:8 (README, "Measurement noise"),
+#           against the gate's first identical run (unset): what the fixed cuBLAS workspace costs
+#   oldnew  E2E, the code before the refactor and now, alternately (old new old new), 10 one-pass rounds
+#           per cell one cell after another: the refactor's speed, the same protocol for both
 #   hashes  E2E, every technique, on one checkpoint: the code before the refactor (./.old, a copy of
 #           the commit named in .old/COMMIT) and now; output hashes must be equal cell by cell
 #   bench   the README's main command, `llmopt bench`, with the local data
-#   gate    scripts/gate_validation.py: identical runs, an injected slowdown and output change,
-#           runs with --interleave off
+#   gate    scripts/gate_validation.py: identical runs, an injected slowdown and output change
+#   seq     the gate's runs with --interleave off, added to its analysis
 # usage: setsid nohup scripts/validation_job.sh [PHASE...] > /tmp/job.log 2>&1 &   (default: all)
 # Data in ./.data, checkpoints in ./.cache. VALIDATION_RUNS / VALIDATION_SEQUENTIAL: gate runs;
 # a CPU dry run: VALIDATION_SHAPE=tiny VALIDATION_SMALL="--num-prompts 2 --max-new-tokens 8"
 # VALIDATION_NEW="--min-time 1 --max-time 2 --round-time 0.2 --model tiny" VALIDATION_GATE_TECHNIQUES=naive,ss,half
-# VALIDATION_SLOW=half
+# VALIDATION_SLOW=half. VALIDATION_TRAIN: datasets to train (default all three); VALIDATION_BENCH: bench's
+# datasets (default all)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 LLMOPT_DATA_DIR=$PWD/.data LLMOPT_CACHE_DIR=${LLMOPT_CACHE_DIR:-$PWD/.cache} PYTHONPATH=$PWD
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True  # not CUBLAS_WORKSPACE_CONFIG: training sets it in its own process
@@ -33,19 +36,28 @@ phase() {
       nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$JOB/gpu.txt" 2>&1
       python3 -m pytest tests/test_fastpaths.py tests/test_spec_stream.py tests/test_hardware.py -q -rs > "$JOB/cuda_tests.log" 2>&1 &
       # two at a time: Spider's and DialogSum's trainings each hold about 74 GiB of an H200
-      train e2e_nlg & first=$!; train dialogsum & second=$!; wait $first $second; train spider; wait
+      local todo=${VALIDATION_TRAIN:-e2e_nlg dialogsum spider}
+      for d in $todo; do [ "$d" = spider ] || train "$d" & done; wait
+      case " $todo " in *" spider "*) train spider ;; esac
       python3 -c "from llmopt.checkpoints import fingerprint; import sys; print(*(f'{p} {fingerprint(p)}' for p in sys.argv[1:]), sep='\n')" \
         "$(checkpoint_of "$JOB/train_e2e_nlg.log")" > "$JOB/fingerprints.txt" ;;
     cublas)
       local ckpt; ckpt=$(checkpoint_of "$JOB/train_e2e_nlg.log")
-      for setting in unset :4096:8 unset; do
-        local name=cublas_${setting//[:]/_}; [ -f "$JOB/$name.json" ] && name=${name}_again
-        if [ "$setting" = unset ]; then prefix=(env -u CUBLAS_WORKSPACE_CONFIG); else prefix=(env CUBLAS_WORKSPACE_CONFIG=$setting); fi
-        "${prefix[@]}" python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg \
-          --techniques naive,half,graphs,ss,best ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} --benchmark-json="$JOB/$name.json" > "$JOB/$name.log" 2>&1
-      done
-      python3 scripts/compare_hashes.py "$JOB/cublas_unset.json" "$JOB/cublas__4096_8.json" "$JOB/cublas.md" \
+      env CUBLAS_WORKSPACE_CONFIG=:4096:8 python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg \
+        --techniques "${VALIDATION_GATE_TECHNIQUES:-naive,graphs,ss,best}" ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} \
+        --benchmark-json="$JOB/cublas_set.json" > "$JOB/cublas_set.log" 2>&1
+      python3 scripts/compare_hashes.py "$JOB/gate/runs/identical_1.json" "$JOB/cublas_set.json" "$JOB/cublas.md" \
         "CUBLAS_WORKSPACE_CONFIG unset (before) and :4096:8 (after)" ;;
+    oldnew)
+      local ckpt; ckpt=$(checkpoint_of "$JOB/train_e2e_nlg.log") techniques=naive,half,graphs,ss,best
+      for pass in 1 2; do
+        (cd .old && PYTHONPATH=$PWD python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg \
+          --techniques $techniques --rounds 10 ${VALIDATION_SMALL:-} --benchmark-json="$JOB/old_$pass.json") > "$JOB/old_$pass.log" 2>&1
+        python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg --techniques $techniques --rounds 10 \
+          --min-time 0 --max-time 0 --round-time 0 --interleave off ${VALIDATION_SMALL:-} --benchmark-json="$JOB/new_$pass.json" > "$JOB/new_$pass.log" 2>&1
+        python3 scripts/compare_hashes.py "$JOB/old_$pass.json" "$JOB/new_$pass.json" "$JOB/oldnew_$pass.md" \
+          "Before (e8cc932) and after the refactor, pass $pass" > /dev/null
+      done ;;
     hashes)
       local ckpt; ckpt=$(checkpoint_of "$JOB/train_e2e_nlg.log")
       (cd .old && PYTHONPATH=$PWD python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg \
@@ -53,17 +65,18 @@ phase() {
       python3 -m pytest bench -q --model "$ckpt" --datasets e2e_nlg --techniques "$ALL" --rounds 3 --min-time 0 \
         --max-time 0 --round-time 0 --interleave off ${VALIDATION_SMALL:-} --benchmark-json="$JOB/after.json" > "$JOB/after.log" 2>&1 ;;
     bench)
-      python3 -m llmopt bench --data-dir .data ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} --json "$JOB/bench.json" \
+      python3 -m llmopt bench --data-dir .data ${VALIDATION_BENCH:+--datasets $VALIDATION_BENCH} --progress ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} --json "$JOB/bench.json" \
         > "$JOB/bench.out" 2> "$JOB/bench.err"; echo "exit $?" >> "$JOB/bench.out" ;;
-    gate)
-      python3 scripts/gate_validation.py --runs "${VALIDATION_RUNS:-5}" --sequential-runs "${VALIDATION_SEQUENTIAL:-2}" \
+    gate|seq)
+      local sequential=0; [ "$1" = seq ] && sequential=${VALIDATION_SEQUENTIAL:-2}
+      python3 scripts/gate_validation.py --resume --runs "${VALIDATION_RUNS:-5}" --sequential-runs "$sequential" \
         --model "$SHAPE" --techniques "${VALIDATION_GATE_TECHNIQUES:-naive,graphs,ss,best}" --slow "${VALIDATION_SLOW:-graphs}" \
-        --out "$JOB/gate" -- ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} > "$JOB/gate.log" 2>&1 ;;
+        --out "$JOB/gate" -- ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} >> "$JOB/gate.log" 2>&1 ;;
   esac
   pack
 }
 
-for p in "${@:-train cublas bench hashes gate}"; do
+for p in "${@:-train gate cublas oldnew bench seq}"; do
   for one in $p; do phase "$one"; done
 done
 echo "=== done $(date -u +%H:%M:%S)"
