@@ -143,7 +143,10 @@ def machine_facts() -> dict:
             "torch_version": torch.__version__, "transformers_version": transformers.__version__,
             "python_version": platform.python_version(),
             # a fixed cuBLAS workspace changes the speed of what is measured (cublas_warning)
-            "cublas_workspace_config": os.environ.get(CUBLAS_ENV)}
+            "cublas_workspace_config": os.environ.get(CUBLAS_ENV),
+            # the CPUs this process may run on: a pinned run (scripts/gate_validation.py --cpus) says so
+            "cpu_affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "cpu_count": os.cpu_count()}
 
 
 def cublas_warning(device) -> str | None:
@@ -256,10 +259,22 @@ def timing_stats(measured: timing.Measurement) -> dict:
         "round_start_unix": [s.start_unix for s in measured.samples],
         "round_wall_s": [s.wall_s for s in measured.samples],
         "round_device_s": device if any(d is not None for d in device) else None,
+        **host_stats(measured.samples),
         # the device's time per token: for a captured step the stable measure; for an eager step
         # the host's time is the cost, and the device idles between its kernels
         "device_tokens_per_s": timing.summarize(device_rates).median if device_rates else None,
     }
+
+
+def host_stats(samples) -> dict:
+    """Per round, what else the host did (llmopt.host_load): other processes' CPU-seconds, the
+    hypervisor's steal, and how often this process was preempted; empty off Linux."""
+    loads = [s.host for s in samples]
+    if any(load is None for load in loads):
+        return {}
+    return {"round_other_cpu_s": [load.other_cpu_s for load in loads],
+            "round_steal_s": [load.steal_s for load in loads],
+            "round_involuntary_switches": [load.involuntary_switches for load in loads]}
 
 
 def speculative_stats(gens: list[Generation]) -> dict:

@@ -16,7 +16,7 @@ over zero-argument *pass* callables that return how many tokens they generated:
   alike, and `paired_ratio` turns same-round rates into a speed-up with its interval.
 - `summarize` is the robust statistic: the median over the rounds a bounded MAD rule keeps.
 
-It imports nothing from llmopt; clocks are injectable so the tests run on fake time.
+It imports nothing from llmopt but `host_load`, its sibling; clocks are injectable so the tests run on fake time.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
+
+from . import host_load
 
 # --- defaults (for a GPU cell whose pass over the prompts takes 0.3-2 s; tiny CPU runs pass less)
 CONFIDENCE = 0.95  # the interval quoted beside every median
@@ -96,6 +98,7 @@ class Sample:
     wall_s: float
     device_s: float | None  # CUDA event time of the same region; None off CUDA
     tokens: int
+    host: host_load.Load | None = None  # what else the host did meanwhile; None off Linux
 
     @property
     def rate(self) -> float:
@@ -127,16 +130,18 @@ class PassTimer:
                 torch.cuda.synchronize(self.device)
                 begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 begin.record(torch.cuda.current_stream(self.device))
+            counters = host_load.read()
             start = self.clock()
             tokens = pass_fn()
             if self.cuda:
                 end.record(torch.cuda.current_stream(self.device))
                 torch.cuda.synchronize(self.device)
             wall_s = self.clock() - start
+            host = host_load.between(counters, host_load.read())
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens <= 0:
             raise ValueError(f"a pass returns how many tokens it generated (a positive int), got {tokens!r}")
         device_s = begin.elapsed_time(end) / 1e3 if self.cuda else None
-        return Sample(start_unix, wall_s, device_s, tokens)
+        return Sample(start_unix, wall_s, device_s, tokens, host)
 
 
 # --- statistics: small pure functions over plain numbers

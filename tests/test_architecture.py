@@ -13,7 +13,7 @@ PACKAGE = Path(llmopt.__file__).parent
 LAYERS = [
     ("data", "tokenizer", "quality", "checkpoints", "augment"),  # data
     ("models",),  # the model
-    ("generation", "capture", "timing"),  # what every decoder and every measurement shares
+    ("generation", "capture", "host_load", "timing"),  # what every decoder and every measurement shares
     ("spec_stream",),  # the algorithm
     ("train",),  # training (its objectives include spec_stream.loss)
     ("strategies",),  # the techniques
