@@ -35,6 +35,16 @@ Cell = tuple[str, str]  # (dataset, technique)
 
 # A cell measured on another workload is not comparable: its speed and its hash differ by design.
 WORKLOAD_KEYS = ("model", "objective", "num_prompts", "max_new_tokens")
+
+
+def workload(record: dict) -> dict:
+    """The keys that make two cells comparable. A trained checkpoint is named by its recipe
+    ("checkpoint"), while "model" is what was typed: a shape, or a path that differs between hosts
+    for the same checkpoint."""
+    keys = {k: record[k] for k in WORKLOAD_KEYS if k in record}
+    if record.get("checkpoint"):
+        keys["model"] = record["checkpoint"]
+    return keys
 NAIVE = "naive"  # the technique speed-ups are quoted against
 VERSIONS = (("driver", "driver_version"), ("CUDA", "cuda_version"), ("torch", "torch_version"),
             ("transformers", "transformers_version"), ("Python", "python_version"),
@@ -280,7 +290,8 @@ def _compare_cell(current: Run, baseline: Run, cell: Cell, alpha: float, failure
     base, cur = baseline.cells[cell], current.cells[cell]
     row = Row(cell, base, cur)
     # a key an older run did not record yet is unknown, not different
-    differs = [f"{k} {base[k]} -> {cur[k]}" for k in WORKLOAD_KEYS if k in base and k in cur and base[k] != cur[k]]
+    before, after = workload(base), workload(cur)
+    differs = [f"{k} {before[k]} -> {after[k]}" for k in before if k in after and before[k] != after[k]]
     if differs:
         failures.append(Failure(cell, "workload", "not comparable: " + ", ".join(differs)))
         row.kind, row.verdict = "workload", "NOT COMPARABLE"

@@ -108,6 +108,17 @@ def test_gate_refuses_another_workload_cell(tmp_path):
     assert [(f.cell, f.kind) for f in failures] == [(("spider", "hf"), "workload")]
 
 
+def test_gate_compares_one_checkpoint_reached_by_different_paths(tmp_path):
+    """`--model PATH` differs between hosts; the checkpoint's recipe name is what identifies it."""
+    def at(path, checkpoint):
+        return [{**r, "model": path, "checkpoint": checkpoint} for r in matrix()]
+    base = compare.load_run(saved_run(tmp_path / "base.json", at("/runner-a/.cache/e2e-ss-27da", "e2e-ss-27da")))
+    same = compare.load_run(saved_run(tmp_path / "same.json", at("125m", "e2e-ss-27da")))
+    other = compare.load_run(saved_run(tmp_path / "other.json", at("125m", "e2e-ss-ffff")))
+    assert compare.gate(same, base) == []
+    assert {f.kind for f in compare.gate(other, base)} == {"workload"}
+
+
 def test_gate_refuses_another_gpu_and_shows_both_versions(tmp_path):
     base = compare.load_run(saved_run(tmp_path / "base.json", matrix()))
     cur = compare.load_run(saved_run(tmp_path / "cur.json", matrix(), gpu="NVIDIA H100 80GB HBM3",
