@@ -22,6 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+from scipy.stats import spearmanr
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -40,13 +43,30 @@ def bench(out: Path, name: str, args, extra: list[str], inject: str | None = Non
     if inject:
         env["GATE_INJECT"] = inject
         command[3:3] = ["-p", "gate_inject"]
+    # pinned to --cpus: a process that lands on other cores each time is one suspect of the
+    # between-process spread; the job runs this beside the unpinned runs to measure it
+    pin = (lambda: os.sched_setaffinity(0, args.cpus)) if args.cpus else None
     start = time.perf_counter()
-    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, preexec_fn=pin)
     (out / "runs" / f"{name}.log").write_text(result.stdout + result.stderr)
     print(f"{name}: exit {result.returncode} in {time.perf_counter() - start:.0f} s", flush=True)
     if result.returncode != 0 or not path.is_file():
         raise SystemExit(f"{name} failed; see {out / 'runs' / (name + '.log')}")
     return path
+
+
+def cpu_list(text: str) -> set[int]:
+    """"2-3,6" -> {2, 3, 6}, the notation of taskset -c."""
+    cpus = set()
+    try:
+        for part in text.split(","):
+            low, _, high = part.partition("-")
+            cpus.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a CPU list like 2-3,6: {text!r}") from None
+    if not cpus or not cpus <= os.sched_getaffinity(0):
+        raise argparse.ArgumentTypeError(f"CPUs {text} are not all available here: {sorted(os.sched_getaffinity(0))}")
+    return cpus
 
 
 def spread(values: list[float]) -> float:
@@ -69,6 +89,37 @@ def per_cell(runs: list[compare.Run]) -> dict[str, dict]:
     return table
 
 
+# Statistics of a cell's rounds that could be reported instead of the median: which one spreads least
+# between processes is a measured choice (issue: "measure which method cuts the spread most")
+STATISTICS = {"median of all rounds": lambda x: float(np.median(x)), "upper quartile": lambda x: float(np.percentile(x, 75)),
+              "fastest round": lambda x: float(np.max(x))}
+HOST_COUNTERS = ("round_other_cpu_s", "round_steal_s", "round_involuntary_switches")
+
+
+def statistic_spreads(runs: list[compare.Run]) -> dict[str, dict[str, float]]:
+    """Per cell, the between-process spread of tokens/s under each candidate statistic."""
+    return {"/".join(cell): {name: spread([f(compare.rates(r.cells[cell])[1]) for r in runs])
+                             for name, f in STATISTICS.items()} for cell in runs[0].cells}
+
+
+def host_correlations(runs: list[compare.Run]) -> dict[str, dict[str, float | None]]:
+    """Per cell, Spearman's rank correlation, over every round of every run, between a round's time
+    per token and each host counter (llmopt.host_load): which kind of host load the slow rounds had."""
+    table = {}
+    for cell in runs[0].cells:
+        records = [r.cells[cell] for r in runs]
+        if not all(k in rec for rec in records for k in HOST_COUNTERS):
+            continue
+        seconds_per_token = [1 / x for rec in records for x in compare.rates(rec)[1]]
+        row = {}
+        for key in HOST_COUNTERS:
+            counter = [c for rec in records for c in rec[key]]
+            rho = spearmanr(seconds_per_token, counter).statistic if len(set(counter)) > 1 else None
+            row[key.removeprefix("round_")] = None if rho is None or np.isnan(rho) else float(rho)
+        table["/".join(cell)] = row
+    return table
+
+
 def verdicts(baseline: compare.Run, current: compare.Run) -> list[dict]:
     return [{"cell": "/".join(f.cell) if f.cell else None, "kind": f.kind, "message": f.message}
             for f in compare.gate(current, baseline)]
@@ -83,6 +134,8 @@ def analyse(out: Path, runs: list[Path], sequential: list[Path], slow: Path | No
     result = {
         "gpu": loaded[0].gpu, "versions": loaded[0].versions(),
         "identical_runs": per_cell(loaded),
+        "statistic_spreads": statistic_spreads(loaded),
+        "host_correlations": host_correlations(loaded),
         "ordered_pairs": len(pairs),
         "false_failures": sum(bool(p["failures"]) for p in pairs),
         "pairs": pairs,
@@ -124,6 +177,19 @@ def markdown(result: dict) -> str:
     if "sequential_runs" in result:
         lines += ["", "The same cells one after another (`--interleave off`), each run a new process:", "",
                   *cell_table(result["sequential_runs"])]
+    if result.get("statistic_spreads"):
+        names = list(STATISTICS)
+        lines += ["", "Between-process spread of tokens/s by the statistic taken over a cell's rounds (the reported figure is the median after the outlier rule):", "",
+                  "| cell | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        lines += [f"| {cell} | " + " | ".join(f"{row[n]:.1%}" for n in names) + " |"
+                  for cell, row in result["statistic_spreads"].items()]
+    if result.get("host_correlations"):
+        keys = [k.removeprefix("round_") for k in HOST_COUNTERS]
+        lines += ["", "Spearman correlation, over all rounds of the identical runs, of a round's time per token with what "
+                  "else the host did meanwhile (`llmopt/host_load.py`):", "",
+                  "| cell | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+        lines += [f"| {cell} | " + " | ".join("–" if row[k] is None else f"{row[k]:+.2f}" for k in keys) + " |"
+                  for cell, row in result["host_correlations"].items()]
     lines += ["", f"Gate at its defaults over all {result['ordered_pairs']} ordered pairs of identical runs: "
               f"**{result['false_failures']} false failures**."]
     for label, title in (("slowdown", "Injected 10% slowdown"), ("output_change", "Injected output change")):
@@ -143,6 +209,9 @@ def main() -> None:
     parser.add_argument("--model", default="125m")
     parser.add_argument("--slow", default="graphs", help="the technique slowed by 10%% (default graphs)")
     parser.add_argument("--changed", default="ss", help="the technique whose output is changed (default ss)")
+    parser.add_argument("--injections", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the slowed and the changed process (default yes)")
+    parser.add_argument("--cpus", type=cpu_list, help="pin every bench process to these CPUs, e.g. 2-3 or 2,5 (Linux)")
     parser.add_argument("--out", type=Path, help="default docs/results/<GPU model>")
     parser.add_argument("--reuse", action="store_true", help="analyse the runs already under OUT/runs (those that finished)")
     parser.add_argument("--resume", action="store_true", help="run only the runs not yet under OUT/runs, then analyse all")
@@ -156,7 +225,8 @@ def main() -> None:
     names = [f"identical_{i + 1}" for i in range(args.runs)]
     seq_names = [f"sequential_{i + 1}" for i in range(args.sequential_runs)]
     # the order makes a cut-off run useful: two identical runs and both injections first
-    plan = [*names[:2], "slowdown", "output_change", *names[2:], *seq_names]
+    injected = ["slowdown", "output_change"] if args.injections else []
+    plan = [*names[:2], *injected, *names[2:], *seq_names]
     if not args.reuse:
         for name in plan:
             if args.resume and (out / "runs" / f"{name}.json").is_file():

@@ -11,13 +11,15 @@
 #           the commit named in .old/COMMIT) and now; output hashes must be equal cell by cell
 #   bench   the README's main command, `llmopt bench`, with the local data
 #   gate    scripts/gate_validation.py: identical runs, an injected slowdown and output change
+#   pinned  the gate's identical runs again, each process pinned to CPUs $VALIDATION_PIN (2-3): does
+#           landing on other cores make the between-process spread?
 #   seq     the gate's runs with --interleave off, added to its analysis
 # usage: setsid nohup scripts/validation_job.sh [PHASE...] > /tmp/job.log 2>&1 &   (default: all)
 # Data in ./.data, checkpoints in ./.cache. VALIDATION_RUNS / VALIDATION_SEQUENTIAL: gate runs;
 # a CPU dry run: VALIDATION_SHAPE=tiny VALIDATION_SMALL="--num-prompts 2 --max-new-tokens 8"
 # VALIDATION_NEW="--min-time 1 --max-time 2 --round-time 0.2 --model tiny" VALIDATION_GATE_TECHNIQUES=naive,ss,half
 # VALIDATION_SLOW=half. VALIDATION_TRAIN: datasets to train (default all three); VALIDATION_BENCH: bench's
-# datasets (default all)
+# datasets (default all); VALIDATION_CUDA_TESTS=0 skips the CUDA-only tests during training
 set -uo pipefail
 export PYTHONUNBUFFERED=1 LLMOPT_DATA_DIR=$PWD/.data LLMOPT_CACHE_DIR=${LLMOPT_CACHE_DIR:-$PWD/.cache} PYTHONPATH=$PWD
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True  # not CUBLAS_WORKSPACE_CONFIG: training sets it in its own process
@@ -34,7 +36,8 @@ phase() {
   case "$1" in
     train)
       nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$JOB/gpu.txt" 2>&1
-      python3 -m pytest tests/test_fastpaths.py tests/test_spec_stream.py tests/test_hardware.py -q -rs > "$JOB/cuda_tests.log" 2>&1 &
+      [ "${VALIDATION_CUDA_TESTS:-1}" = 0 ] ||
+        python3 -m pytest tests/test_fastpaths.py tests/test_spec_stream.py tests/test_hardware.py -q -rs > "$JOB/cuda_tests.log" 2>&1 &
       # two at a time: Spider's and DialogSum's trainings each hold about 74 GiB of an H200
       local todo=${VALIDATION_TRAIN:-e2e_nlg dialogsum spider}
       for d in $todo; do [ "$d" = spider ] || train "$d" & done; wait
@@ -67,6 +70,10 @@ phase() {
     bench)
       python3 -m llmopt bench --data-dir .data ${VALIDATION_BENCH:+--datasets $VALIDATION_BENCH} --progress ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} --json "$JOB/bench.json" \
         > "$JOB/bench.out" 2> "$JOB/bench.err"; echo "exit $?" >> "$JOB/bench.out" ;;
+    pinned)
+      python3 scripts/gate_validation.py --resume --runs "${VALIDATION_RUNS:-5}" --no-injections --cpus "${VALIDATION_PIN:-2-3}" \
+        --model "$SHAPE" --techniques "${VALIDATION_GATE_TECHNIQUES:-naive,graphs,ss,best}" \
+        --out "$JOB/pinned" -- ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} >> "$JOB/pinned.log" 2>&1 ;;
     gate|seq)
       local sequential=0; [ "$1" = seq ] && sequential=${VALIDATION_SEQUENTIAL:-2}
       python3 scripts/gate_validation.py --resume --runs "${VALIDATION_RUNS:-5}" --sequential-runs "$sequential" \
@@ -76,7 +83,7 @@ phase() {
   pack
 }
 
-for p in "${@:-train gate cublas oldnew bench seq}"; do
+for p in "${@:-train gate pinned cublas oldnew bench seq}"; do
   for one in $p; do phase "$one"; done
 done
 echo "=== done $(date -u +%H:%M:%S)"

@@ -1,0 +1,60 @@
+"""scripts/gate_validation.py's analysis, on synthetic saved runs (its GPU runs are the job's)."""
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmopt import compare, measure
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("gate_validation", ROOT / "scripts" / "gate_validation.py")
+gate_validation = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(gate_validation)
+
+
+def run(path, naive_rounds, ss_rounds, other_cpu=None, sha="x"):
+    def record(technique, rounds):
+        r = {"dataset": "e2e_nlg", "technique": technique, "model": "125m", "num_prompts": 32,
+             "max_new_tokens": 128, "tokens_per_s": sorted(rounds)[len(rounds) // 2], "tokens_per_s_rounds": rounds,
+             "output_sha256": sha, "checkpoint_sha256": "c"}
+        if other_cpu is not None:
+            r |= {"round_other_cpu_s": other_cpu, "round_steal_s": [0.0] * len(rounds),
+                  "round_involuntary_switches": [1] * len(rounds)}
+        return {"name": f"test_throughput[e2e_nlg-{technique}]", "extra_info": r}
+    path.write_text(json.dumps({"machine_info": {"gpu_name": "NVIDIA H200"}, "datetime": "2026-12-04T00:00:00",
+                                "benchmarks": [record("naive", naive_rounds), record("ss", ss_rounds)]}))
+    return path
+
+
+def test_cpu_list_reads_tasksets_notation_and_refuses_what_is_not_there():
+    cpus = sorted(os.sched_getaffinity(0))
+    assert gate_validation.cpu_list(f"{cpus[0]}-{cpus[0]}") == {cpus[0]}
+    assert gate_validation.cpu_list(",".join(map(str, cpus))) == set(cpus)
+    for bad in ("x", "2-", "100000"):
+        with pytest.raises(Exception, match="CPU"):
+            gate_validation.cpu_list(bad)
+
+
+def test_machine_info_says_which_cpus_the_run_had():
+    assert measure.machine_facts()["cpu_affinity"] == sorted(os.sched_getaffinity(0))
+
+
+def test_analysis_counts_false_alarms_spreads_by_statistic_and_host_correlation(tmp_path):
+    slow_rounds_when_busy = [100, 100, 50, 100, 100, 100, 100, 100]  # a round at half speed
+    busy = [0.0, 0.0, 3.0, 0.0, 0.1, 0.0, 0.0, 0.0]
+    runs = [run(tmp_path / "a.json", slow_rounds_when_busy, [200.0] * 8, busy),
+            run(tmp_path / "b.json", [104.0] * 8, [204.0] * 8, [0.0] * 8)]
+    changed = run(tmp_path / "c.json", [100.0] * 8, [200.0] * 8, sha="y")
+    result = gate_validation.analyse(tmp_path, runs, [], None, changed, "e2e_nlg/naive", "e2e_nlg/ss")
+    assert result["ordered_pairs"] == 2 and result["false_failures"] == 0
+    assert result["output_change"]["caught"] == 2
+    spreads = result["statistic_spreads"]["e2e_nlg/naive"]
+    assert spreads["fastest round"] == pytest.approx(0.04) and spreads["median of all rounds"] == pytest.approx(0.04)
+    assert result["host_correlations"]["e2e_nlg/naive"]["other_cpu_s"] > 0.5
+    assert result["host_correlations"]["e2e_nlg/naive"]["steal_s"] is None  # a counter that never moved
+    text = gate_validation.markdown(result)
+    assert "| e2e_nlg/naive | 4.0% | 4.0% | 4.0% |" in text and "other_cpu_s" in text
