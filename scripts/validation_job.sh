@@ -11,8 +11,8 @@
 #           the commit named in .old/COMMIT) and now; output hashes must be equal cell by cell
 #   bench   the README's main command, `llmopt bench`, with the local data
 #   gate    scripts/gate_validation.py: identical runs, an injected slowdown and output change
-#   pinned  the gate's identical runs again, each process pinned to CPUs $VALIDATION_PIN (2-3): does
-#           landing on other cores make the between-process spread?
+#   pinned  identical runs, unpinned and pinned to CPUs $VALIDATION_PIN (2-3) alternately,
+#           $VALIDATION_PIN_RUNS (3) of each: does landing on other cores make the between-process spread?
 #   seq     the gate's runs with --interleave off, added to its analysis
 # usage: setsid nohup scripts/validation_job.sh [PHASE...] > /tmp/job.log 2>&1 &   (default: all)
 # Data in ./.data, checkpoints in ./.cache. VALIDATION_RUNS / VALIDATION_SEQUENTIAL: gate runs;
@@ -71,9 +71,15 @@ phase() {
       python3 -m llmopt bench --data-dir .data ${VALIDATION_BENCH:+--datasets $VALIDATION_BENCH} --progress ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} --json "$JOB/bench.json" \
         > "$JOB/bench.out" 2> "$JOB/bench.err"; echo "exit $?" >> "$JOB/bench.out" ;;
     pinned)
-      python3 scripts/gate_validation.py --resume --runs "${VALIDATION_RUNS:-5}" --no-injections --cpus "${VALIDATION_PIN:-2-3}" \
-        --model "$SHAPE" --techniques "${VALIDATION_GATE_TECHNIQUES:-naive,graphs,ss,best}" \
-        --out "$JOB/pinned" -- ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} >> "$JOB/pinned.log" 2>&1 ;;
+      # an A/B on one host: unpinned and pinned processes alternate, so drift hits both alike
+      for i in $(seq "${VALIDATION_PIN_RUNS:-3}"); do
+        for arm in unpinned pinned; do
+          local pin=(); [ $arm = pinned ] && pin=(--cpus "${VALIDATION_PIN:-2-3}")
+          python3 scripts/gate_validation.py --resume --runs "$i" --no-injections "${pin[@]}" --model "$SHAPE" \
+            --techniques "${VALIDATION_GATE_TECHNIQUES:-naive,graphs,ss,best}" --out "$JOB/$arm" \
+            -- ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} >> "$JOB/$arm.log" 2>&1
+        done
+      done ;;
     gate|seq)
       local sequential=0; [ "$1" = seq ] && sequential=${VALIDATION_SEQUENTIAL:-2}
       python3 scripts/gate_validation.py --resume --runs "${VALIDATION_RUNS:-5}" --sequential-runs "$sequential" \
