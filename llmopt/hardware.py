@@ -13,7 +13,7 @@ kernel to count: both return None.
 from __future__ import annotations
 
 import statistics
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 import torch
 from torch import nn
@@ -68,15 +68,29 @@ def device_kernels(events: Iterable) -> int:
     return sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
 
 
-def kernels_per_token(step_fn: Callable[[], object], tokens: int) -> float | None:
-    """Device kernels per token: one call of `step_fn` (which makes `tokens` tokens: one decode step,
-    or a whole generate call with its prefill) under torch.profiler, its CUDA kernels counted
-    (device_kernels) and divided by `tokens`. Warm `step_fn` up first: capture and compilation
-    would be counted. None without CUDA (a CPU runs ops, not kernels)."""
+class DeviceProfile(NamedTuple):
+    kernels_per_token: float
+    kernel_s_per_token: float  # the device's busy time: the kernels' durations summed
+
+
+def device_profile(step_fn: Callable[[], object], tokens: int) -> DeviceProfile | None:
+    """One call of `step_fn` (which makes `tokens` tokens: one decode step, or a whole generate call
+    with its prefill) under torch.profiler: its CUDA kernels counted (device_kernels) and their
+    durations summed, per token. Beside the measured time per token, the busy time says how much of
+    a token the device computes and how much it waits for the host. Warm `step_fn` up first:
+    capture and compilation would be counted. None without CUDA (a CPU runs ops, not kernels)."""
     if not torch.cuda.is_available():
         return None
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         step_fn()
         torch.cuda.synchronize()
-    return device_kernels(prof.events()) / tokens
+    on_device = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    busy_us = sum(e.time_range.elapsed_us() for e in on_device)
+    return DeviceProfile(device_kernels(on_device) / tokens, busy_us / 1e6 / tokens)
+
+
+def kernels_per_token(step_fn: Callable[[], object], tokens: int) -> float | None:
+    """Device kernels per token of one call of `step_fn` (device_profile); None without CUDA."""
+    found = device_profile(step_fn, tokens)
+    return None if found is None else found.kernels_per_token

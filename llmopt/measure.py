@@ -312,6 +312,7 @@ class Cell:
         self.transient_bytes: int | None = None
         self.passes_per_round = 1
         self.kernels_per_token: float | None = None
+        self.kernel_s_per_token: float | None = None
 
     def pass_fn(self, workload: Workload, progress: bool = False):
         """A timed round for llmopt.timing: `passes_per_round` passes over every prompt; keeps the
@@ -346,15 +347,17 @@ class Cell:
         self.transient_bytes = None if peak is None else peak - base
 
     def count_kernels(self, workload: Workload) -> None:
-        """Device kernels per generated token over one (warm) generate call of the first prompt,
-        from the profiler, after the timed rounds (profiling slows a call, and may slow the process
-        after it); None off CUDA."""
+        """Device kernels and the device's busy time per generated token over one (warm) generate
+        call of the first prompt, from the profiler, after the timed rounds (profiling slows a call,
+        and may slow the process after it); None off CUDA."""
         if self.strategy.device.type != "cuda":
             return
         prompt, n, eos = workload.prompts[0], workload.max_new_tokens, workload.eos_id
         tokens = len(self.strategy.generate(prompt, n, eos).tokens)  # greedy: the profiled call makes as many
         try:
-            self.kernels_per_token = hardware.kernels_per_token(lambda: self.strategy.generate(prompt, n, eos), tokens)
+            found = hardware.device_profile(lambda: self.strategy.generate(prompt, n, eos), tokens)
+            if found is not None:
+                self.kernels_per_token, self.kernel_s_per_token = found
         except RuntimeError as exc:  # a profiler that cannot start (no CUPTI) costs the count, not the cell
             warnings.warn(f"{self.technique}: kernels not counted ({exc})")
 
@@ -365,6 +368,11 @@ class Cell:
         weights = hardware.weight_bytes(model) if isinstance(model, torch.nn.Module) else None
         record.update(prepare_s=self.prepare_s, warmup_passes=self.warmup.passes, warmup_steady=self.warmup.steady,
                       passes_per_round=self.passes_per_round, kernels_per_token=self.kernels_per_token,
+                      kernel_s_per_token=self.kernel_s_per_token,
+                      # the share of a token's measured time the device spent in kernels; the rest it
+                      # waited for the host (launches, Python, synchronisation)
+                      device_busy_fraction=None if self.kernel_s_per_token is None else
+                      self.kernel_s_per_token * record["tokens_per_s"],
                       weight_bytes=weights, copy_bandwidth=bandwidth,
                       # (weight bytes / copy bandwidth) / measured time per token: 1.0 is a step at the floor
                       bandwidth_floor_fraction=None if weights is None else hardware.bandwidth_floor_fraction(

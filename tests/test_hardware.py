@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.autograd import DeviceType
 
-from llmopt.hardware import bandwidth_floor_fraction, copy_bandwidth, device_kernels, kernels_per_token, weight_bytes
+from llmopt.hardware import (bandwidth_floor_fraction, copy_bandwidth, device_kernels, device_profile, kernels_per_token,
+                             weight_bytes)
 from llmopt.models.gpt_neo import GPTNeo, make_config
 
 from test_architecture import graph
@@ -49,6 +50,7 @@ def test_hardware_imports_only_the_model_layer():
 def test_a_cpu_has_no_bandwidth_floor_nor_kernels():
     assert copy_bandwidth("cpu") is None
     assert kernels_per_token(lambda: torch.ones(3) + 1, 1) is None
+    assert device_profile(lambda: torch.ones(3) + 1, 1) is None
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
@@ -56,3 +58,5 @@ def test_cuda_bandwidth_and_kernels():
     assert copy_bandwidth("cuda", mib=64) > 1e10  # any GPU copies faster than 10 GB/s
     x = torch.ones(1024, device="cuda")
     assert kernels_per_token(lambda: [x.add_(1) for _ in range(10)], 10) >= 1
+    found = device_profile(lambda: [x.add_(1) for _ in range(10)], 10)
+    assert found.kernels_per_token >= 1 and 0 < found.kernel_s_per_token < 0.01  # an add takes microseconds
