@@ -120,6 +120,18 @@ def host_correlations(runs: list[compare.Run]) -> dict[str, dict[str, float | No
     return table
 
 
+def host_load_per_run(runs: list[compare.Run], names: list[str]) -> dict[str, dict[str, float]]:
+    """Per run, the host counters summed over every timed round of every cell, per second of those
+    rounds: a process that was slow throughout (not in single rounds) shows here or nowhere."""
+    table = {}
+    for name, run in zip(names, runs):
+        records = [rec for rec in run.cells.values() if all(k in rec for k in HOST_COUNTERS)]
+        seconds = sum(sum(rec.get("round_wall_s") or []) for rec in records)
+        if records and seconds > 0:
+            table[name] = {k.removeprefix("round_"): sum(sum(rec[k]) for rec in records) / seconds for k in HOST_COUNTERS}
+    return table
+
+
 def verdicts(baseline: compare.Run, current: compare.Run) -> list[dict]:
     return [{"cell": "/".join(f.cell) if f.cell else None, "kind": f.kind, "message": f.message}
             for f in compare.gate(current, baseline)]
@@ -136,6 +148,7 @@ def analyse(out: Path, runs: list[Path], sequential: list[Path], slow: Path | No
         "identical_runs": per_cell(loaded),
         "statistic_spreads": statistic_spreads(loaded),
         "host_correlations": host_correlations(loaded),
+        "host_load_per_run": host_load_per_run(loaded, [p.stem for p in runs]),
         "ordered_pairs": len(pairs),
         "false_failures": sum(bool(p["failures"]) for p in pairs),
         "pairs": pairs,
@@ -190,6 +203,13 @@ def markdown(result: dict) -> str:
                   "| cell | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
         lines += [f"| {cell} | " + " | ".join("–" if row[k] is None else f"{row[k]:+.2f}" for k in keys) + " |"
                   for cell, row in result["host_correlations"].items()]
+    if result.get("host_load_per_run"):
+        keys = [k.removeprefix("round_") for k in HOST_COUNTERS]
+        lines += ["", "The host's load per second of timed rounds, per run (other CPU-seconds, steal CPU-seconds, "
+                  "preemptions of the benchmark process):", "",
+                  "| run | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+        lines += [f"| {name} | " + " | ".join(f"{row[k]:.3g}" for k in keys) + " |"
+                  for name, row in result["host_load_per_run"].items()]
     lines += ["", f"Gate at its defaults over all {result['ordered_pairs']} ordered pairs of identical runs: "
               f"**{result['false_failures']} false failures**."]
     for label, title in (("slowdown", "Injected 10% slowdown"), ("output_change", "Injected output change")):

@@ -20,7 +20,7 @@ def run(path, naive_rounds, ss_rounds, other_cpu=None, sha="x"):
     def record(technique, rounds):
         r = {"dataset": "e2e_nlg", "technique": technique, "model": "125m", "num_prompts": 32,
              "max_new_tokens": 128, "tokens_per_s": sorted(rounds)[len(rounds) // 2], "tokens_per_s_rounds": rounds,
-             "output_sha256": sha, "checkpoint_sha256": "c"}
+             "output_sha256": sha, "checkpoint_sha256": "c", "round_wall_s": [128 / x for x in rounds]}
         if other_cpu is not None:
             r |= {"round_other_cpu_s": other_cpu, "round_steal_s": [0.0] * len(rounds),
                   "round_involuntary_switches": [1] * len(rounds)}
@@ -56,5 +56,7 @@ def test_analysis_counts_false_alarms_spreads_by_statistic_and_host_correlation(
     assert spreads["fastest round"] == pytest.approx(0.04) and spreads["median of all rounds"] == pytest.approx(0.04)
     assert result["host_correlations"]["e2e_nlg/naive"]["other_cpu_s"] > 0.5
     assert result["host_correlations"]["e2e_nlg/naive"]["steal_s"] is None  # a counter that never moved
+    load = result["host_load_per_run"]
+    assert set(load) == {"a", "b"} and load["a"]["other_cpu_s"] > load["b"]["other_cpu_s"] == 0
     text = gate_validation.markdown(result)
     assert "| e2e_nlg/naive | 4.0% | 4.0% | 4.0% |" in text and "other_cpu_s" in text
