@@ -35,16 +35,6 @@ Cell = tuple[str, str]  # (dataset, technique)
 
 # A cell measured on another workload is not comparable: its speed and its hash differ by design.
 WORKLOAD_KEYS = ("model", "objective", "num_prompts", "max_new_tokens")
-
-
-def workload(record: dict) -> dict:
-    """The keys that make two cells comparable. A trained checkpoint is named by its recipe
-    ("checkpoint"), while "model" is what was typed: a shape, or a path that differs between hosts
-    for the same checkpoint."""
-    keys = {k: record[k] for k in WORKLOAD_KEYS if k in record}
-    if record.get("checkpoint"):
-        keys["model"] = record["checkpoint"]
-    return keys
 NAIVE = "naive"  # the technique speed-ups are quoted against
 VERSIONS = (("driver", "driver_version"), ("CUDA", "cuda_version"), ("torch", "torch_version"),
             ("transformers", "transformers_version"), ("Python", "python_version"),
@@ -284,6 +274,16 @@ def software_changes(baseline: Run, current: Run) -> list[str]:
         if key in baseline.machine_info and key in current.machine_info and before != after:
             changes.append(f"{label} {before or 'unset'} -> {after or 'unset'}")
     return changes
+
+
+def workload(record: dict) -> dict:
+    """The keys that make two cells comparable. A trained checkpoint is named by its recipe
+    ("checkpoint"), while "model" is what was typed: a shape, or a path that differs between hosts
+    for the same checkpoint."""
+    keys = {k: record[k] for k in WORKLOAD_KEYS if k in record}
+    if record.get("checkpoint"):
+        keys["model"] = record["checkpoint"]
+    return keys
 
 
 def _compare_cell(current: Run, baseline: Run, cell: Cell, alpha: float, failures: list[Failure]) -> Row:

@@ -64,8 +64,9 @@ def cpu_list(text: str) -> set[int]:
             cpus.update(range(int(low), int(high or low) + 1))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a CPU list like 2-3,6: {text!r}") from None
-    if not cpus or not cpus <= os.sched_getaffinity(0):
-        raise argparse.ArgumentTypeError(f"CPUs {text} are not all available here: {sorted(os.sched_getaffinity(0))}")
+    available = os.sched_getaffinity(0)
+    if not cpus or not cpus <= available:
+        raise argparse.ArgumentTypeError(f"CPUs {text} are not all available here: {sorted(available)}")
     return cpus
 
 
@@ -96,6 +97,10 @@ STATISTICS = {"median of all rounds": lambda x: float(np.median(x)), "upper quar
 HOST_COUNTERS = ("round_other_cpu_s", "round_steal_s", "round_involuntary_switches")
 
 
+def has_host_load(record: dict) -> bool:  # runs before llmopt.host_load, or off Linux, lack it
+    return all(k in record for k in HOST_COUNTERS)
+
+
 def statistic_spreads(runs: list[compare.Run]) -> dict[str, dict[str, float]]:
     """Per cell, the between-process spread of tokens/s under each candidate statistic."""
     return {"/".join(cell): {name: spread([f(compare.rates(r.cells[cell])[1]) for r in runs])
@@ -108,7 +113,7 @@ def host_correlations(runs: list[compare.Run]) -> dict[str, dict[str, float | No
     table = {}
     for cell in runs[0].cells:
         records = [r.cells[cell] for r in runs]
-        if not all(k in rec for rec in records for k in HOST_COUNTERS):
+        if not all(map(has_host_load, records)):
             continue
         seconds_per_token = [1 / x for rec in records for x in compare.rates(rec)[1]]
         row = {}
@@ -125,7 +130,7 @@ def host_load_per_run(runs: list[compare.Run], names: list[str]) -> dict[str, di
     rounds: a process that was slow throughout (not in single rounds) shows here or nowhere."""
     table = {}
     for name, run in zip(names, runs):
-        records = [rec for rec in run.cells.values() if all(k in rec for k in HOST_COUNTERS)]
+        records = [rec for rec in run.cells.values() if has_host_load(rec)]
         seconds = sum(sum(rec.get("round_wall_s") or []) for rec in records)
         if records and seconds > 0:
             table[name] = {k.removeprefix("round_"): sum(sum(rec[k]) for rec in records) / seconds for k in HOST_COUNTERS}
@@ -183,6 +188,14 @@ def cell_table(rows: dict[str, dict]) -> list[str]:
     return lines
 
 
+def keyed_table(first: str, rows: dict[str, dict], fmt: str) -> list[str]:
+    """A Markdown table of {name: {column: value}}, one row per name; None is shown as "–"."""
+    columns = list(next(iter(rows.values())))
+    lines = [f"| {first} | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    return lines + [f"| {name} | " + " | ".join("–" if row[c] is None else fmt.format(row[c]) for c in columns) + " |"
+                    for name, row in rows.items()]
+
+
 def markdown(result: dict) -> str:
     lines = [f"# Gate validation: {result['gpu']}", "", f"Software: {result['versions']}.", "",
              "Identical `pytest bench/` runs, each a new process (`--interleave cells`, the default):", "",
@@ -190,26 +203,15 @@ def markdown(result: dict) -> str:
     if "sequential_runs" in result:
         lines += ["", "The same cells one after another (`--interleave off`), each run a new process:", "",
                   *cell_table(result["sequential_runs"])]
-    if result.get("statistic_spreads"):
-        names = list(STATISTICS)
-        lines += ["", "Between-process spread of tokens/s by the statistic taken over a cell's rounds (the reported figure is the median after the outlier rule):", "",
-                  "| cell | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-        lines += [f"| {cell} | " + " | ".join(f"{row[n]:.1%}" for n in names) + " |"
-                  for cell, row in result["statistic_spreads"].items()]
-    if result.get("host_correlations"):
-        keys = [k.removeprefix("round_") for k in HOST_COUNTERS]
-        lines += ["", "Spearman correlation, over all rounds of the identical runs, of a round's time per token with what "
-                  "else the host did meanwhile (`llmopt/host_load.py`):", "",
-                  "| cell | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
-        lines += [f"| {cell} | " + " | ".join("–" if row[k] is None else f"{row[k]:+.2f}" for k in keys) + " |"
-                  for cell, row in result["host_correlations"].items()]
-    if result.get("host_load_per_run"):
-        keys = [k.removeprefix("round_") for k in HOST_COUNTERS]
-        lines += ["", "The host's load per second of timed rounds, per run (other CPU-seconds, steal CPU-seconds, "
-                  "preemptions of the benchmark process):", "",
-                  "| run | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
-        lines += [f"| {name} | " + " | ".join(f"{row[k]:.3g}" for k in keys) + " |"
-                  for name, row in result["host_load_per_run"].items()]
+    for key, first, fmt, title in (
+            ("statistic_spreads", "cell", "{:.1%}", "Between-process spread of tokens/s by the statistic taken over a "
+             "cell's rounds (the reported figure is the median after the outlier rule):"),
+            ("host_correlations", "cell", "{:+.2f}", "Spearman correlation, over all rounds of the identical runs, of a "
+             "round's time per token with what else the host did meanwhile (`llmopt/host_load.py`):"),
+            ("host_load_per_run", "run", "{:.3g}", "The host's load per second of timed rounds, per run (other "
+             "CPU-seconds, steal CPU-seconds, preemptions of the benchmark process):")):
+        if result.get(key):
+            lines += ["", title, "", *keyed_table(first, result[key], fmt)]
     lines += ["", f"Gate at its defaults over all {result['ordered_pairs']} ordered pairs of identical runs: "
               f"**{result['false_failures']} false failures**."]
     for label, title in (("slowdown", "Injected 10% slowdown"), ("output_change", "Injected output change")):

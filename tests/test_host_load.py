@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from llmopt import host_load, measure
-from llmopt.timing import PassTimer
+from llmopt.timing import PassTimer, Sample
 
 
 def stat_file(path, user, system, idle, steal):
@@ -37,4 +37,4 @@ def test_every_timed_round_records_the_host_load():
     assert all(s.host is not None and s.host.involuntary_switches >= 0 for s in samples)
     stats = measure.host_stats(samples)
     assert len(stats["round_other_cpu_s"]) == len(stats["round_steal_s"]) == 3
-    assert measure.host_stats([samples[0].__class__(0.0, 1.0, None, 1)]) == {}
+    assert measure.host_stats([Sample(0.0, 1.0, None, 1)]) == {}
