@@ -24,7 +24,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from statistics import NormalDist
+from statistics import NormalDist, median
 from typing import Callable
 
 from scipy.stats import mannwhitneyu
@@ -36,6 +36,9 @@ Cell = tuple[str, str]  # (dataset, technique)
 # A cell measured on another workload is not comparable: its speed and its hash differ by design.
 WORKLOAD_KEYS = ("model", "objective", "num_prompts", "max_new_tokens")
 NAIVE = "naive"  # the technique speed-ups are quoted against
+# Two holds of one H200 model ran the same eager cells at half and at full speed, same kernels per
+# token (docs/results/NVIDIA-H200/session7): the host's cost per launch, not the GPU, set the pace.
+HOST_NOTE = 0.10  # a host launch cost that moved more than this is named beside the verdict
 VERSIONS = (("driver", "driver_version"), ("CUDA", "cuda_version"), ("torch", "torch_version"),
             ("transformers", "transformers_version"), ("Python", "python_version"),
             ("CUBLAS_WORKSPACE_CONFIG", "cublas_workspace_config"))
@@ -260,6 +263,8 @@ def judge(current: Run, baseline: Run, tolerance: float = 0.05, alpha: float = 0
     if other:
         notes.append("outputs not compared: the baseline measured another checkpoint ("
                      + ", ".join(f"baseline {b} vs current {c}" for b, c in sorted(other)) + ")")
+    if (moved_host := host_change(baseline, current)) is not None:
+        notes.append(moved_host)
     if changed := software_changes(baseline, current):
         notes.append("the software differs, so speed may too: " + ", ".join(changed))
     return Judgement(rows, failures, notes)
@@ -274,6 +279,23 @@ def software_changes(baseline: Run, current: Run) -> list[str]:
         if key in baseline.machine_info and key in current.machine_info and before != after:
             changes.append(f"{label} {before or 'unset'} -> {after or 'unset'}")
     return changes
+
+
+def host_op_s(run: Run) -> float | None:
+    """The median of the run's records' `host_op_s` (llmopt.hardware.host_op_s); None for a run
+    that did not record it (older runs)."""
+    found = [r["host_op_s"] for r in run.records if r.get("host_op_s")]
+    return median(found) if found else None
+
+
+def host_change(baseline: Run, current: Run) -> str | None:
+    """A note when the host issues a tiny op more than HOST_NOTE slower or faster than the
+    baseline's host did: eager cells, bound by launches, move with it whatever the code did."""
+    before, after = host_op_s(baseline), host_op_s(current)
+    if before is None or after is None or abs(after / before - 1) <= HOST_NOTE:
+        return None
+    return (f"the host's cost per launch moved {after / before - 1:+.0%} from the baseline's ({before * 1e6:.1f} -> "
+            f"{after * 1e6:.1f} us a tiny op): eager cells, bound by launches, move with the host")
 
 
 def workload(record: dict) -> dict:

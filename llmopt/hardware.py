@@ -6,13 +6,15 @@ memory bandwidth (the floor). `copy_bandwidth` measures the bandwidth on the dev
 (a device-to-device copy: what a step's weight reads can at best achieve), `weight_bytes` says
 what a step reads, and `bandwidth_floor_fraction` how close a measured step comes (1.0: at the
 floor). `kernels_per_token` counts the device kernels behind each token: what CUDA graphs and
-torch.compile's fusion exist to cut. On a CPU there is neither a bandwidth copy worth timing nor a
+torch.compile's fusion exist to cut. `host_op_s` times the host issuing one tiny op: what a batch-1
+eager step, a few hundred launches, is bound by. On a CPU there is neither a bandwidth copy worth timing nor a
 kernel to count: both return None.
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from typing import Callable, Iterable, NamedTuple
 
 import torch
@@ -42,6 +44,26 @@ def copy_bandwidth(device, mib: int = 1024, repeats: int = 5) -> float | None:
         end.synchronize()
         seconds.append(start.elapsed_time(end) / 1e3)
     return 2 * src.numel() / statistics.median(seconds)
+
+
+def host_op_s(device, ops: int = 1000, repeats: int = 5) -> float:
+    """Seconds the host takes to issue one tiny op on `device`: the median over `repeats` batches of
+    `ops` in-place adds to a one-element tensor, the device synchronised after each batch. A GPU runs
+    such an add faster than a host issues it, so this is the host's cost per launch, and eager
+    batch-1 decoding (the GPU busy a tenth of the time) moves with it. On a CPU: the dispatch cost."""
+    device = torch.device(device)
+    x = torch.zeros(1, device=device)
+
+    def batch() -> float:
+        start = time.perf_counter()
+        for _ in range(ops):
+            x.add_(1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - start) / ops
+
+    batch()  # warm-up: the first launches load and cache the kernel
+    return statistics.median(batch() for _ in range(repeats))
 
 
 def weight_bytes(model: nn.Module) -> int:

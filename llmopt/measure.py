@@ -534,6 +534,8 @@ class Bench:
         timer = next(iter(cells.values())).timer
         measured = timing.interleave({t: c.pass_fn(workload, self.progress) for t, c in cells.items()}, rule,
                                      reference=reference, timer=timer)
+        # the host's cost per launch, right after the rounds it bounded and before any profiler
+        host_op_s = hardware.host_op_s(self.settings.device)
         # profiled only once every cell is timed: a finished profiler session can go on slowing
         # kernel launches in its process (pytorch/pytorch#144455)
         for cell in cells.values():
@@ -543,6 +545,7 @@ class Bench:
             dtype = cell.strategy.dtype
             record = cell.record(workload, measured[technique], self.reference(workload.dataset, dtype),
                                  self.copy_bandwidth)
+            record["host_op_s"] = host_op_s
             record["interleaved_with"] = sorted(set(cells) - {technique})
             record.update(self.placement)
             if reference and technique != reference:

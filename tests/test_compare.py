@@ -362,3 +362,16 @@ def test_a_change_of_software_or_cublas_setting_is_named_beside_the_verdict(tmp_
     cur.machine_info.update(torch_version="2.12.0", cublas_workspace_config=None)
     assert compare.software_changes(base, cur) == ["torch 2.11.0 -> 2.12.0", "CUBLAS_WORKSPACE_CONFIG :4096:8 -> unset"]
     assert "the software differs, so speed may too: torch 2.11.0 -> 2.12.0" in compare.render(cur, base, [], 0.05)
+
+
+def test_a_host_whose_launches_moved_is_named_beside_the_verdict(tmp_path):
+    def at(host_op_s, scale=None, seed=0):
+        return [dict(r, host_op_s=host_op_s) for r in noisy_matrix(scale, seed=seed)]
+    cur, base = runs(tmp_path, at(10e-6), at(10.5e-6, seed=1))
+    assert compare.host_change(base, cur) is None  # within HOST_NOTE
+    cur, base = runs(tmp_path, at(10e-6), at(20e-6, {"all": 0.5}, seed=1))
+    note = compare.host_change(base, cur)
+    assert note.startswith("the host's cost per launch moved +100%") and "10.0 -> 20.0 us" in note
+    assert note in compare.render(cur, base, compare.gate(cur, base), 0.05)
+    cur, base = runs(tmp_path, noisy_matrix(), at(20e-6, seed=1))
+    assert compare.host_op_s(base) is None and compare.host_change(base, cur) is None  # an older run: unknown

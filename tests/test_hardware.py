@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.autograd import DeviceType
 
-from llmopt.hardware import (bandwidth_floor_fraction, copy_bandwidth, device_kernels, device_profile, kernels_per_token,
-                             weight_bytes)
+from llmopt.hardware import (bandwidth_floor_fraction, copy_bandwidth, device_kernels, device_profile, host_op_s,
+                             kernels_per_token, weight_bytes)
 from llmopt.models.gpt_neo import GPTNeo, make_config
 
 from test_architecture import graph
@@ -42,6 +42,14 @@ def test_device_kernels_count_cuda_events_only():
     assert device_kernels(events) == 2 and device_kernels([]) == 0
 
 
+def test_host_op_s_is_a_launch_cost_per_op():
+    device = "cuda" if CUDA else "cpu"
+    one = host_op_s(device, ops=200, repeats=3)
+    assert 1e-8 < one < 1e-3  # a host issues a tiny op in nanoseconds to a fraction of a millisecond
+    # per op, not per batch: ten times the ops cost about the same per op, not ten times more
+    assert host_op_s(device, ops=2000, repeats=3) < 5 * one
+
+
 def test_hardware_imports_only_the_model_layer():
     assert {m.split(".")[0] for m in graph()["hardware"]} <= {"models"}
 
@@ -60,3 +68,13 @@ def test_cuda_bandwidth_and_kernels():
     assert kernels_per_token(lambda: [x.add_(1) for _ in range(10)], 10) >= 1
     found = device_profile(lambda: [x.add_(1) for _ in range(10)], 10)
     assert found.kernels_per_token >= 1 and 0 < found.kernel_s_per_token < 0.01  # an add takes microseconds
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+def test_a_profiled_call_leaves_launches_as_fast():
+    # measure.py profiles each dataset's cells after its timed rounds, then times the next
+    # dataset's: a profiler that kept slowing launches (pytorch/pytorch#144455) would slow those
+    before = host_op_s("cuda")
+    x = torch.ones(1024, device="cuda")
+    device_profile(lambda: [x.add_(1) for _ in range(100)], 100)
+    assert host_op_s("cuda") < 1.3 * before
