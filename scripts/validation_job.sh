@@ -10,6 +10,8 @@
 #   hashes  E2E, every technique, on one checkpoint: the code before the refactor (./.old, a copy of
 #           the commit named in .old/COMMIT) and now; output hashes must be equal cell by cell
 #   bench   the README's main command, `llmopt bench`, with the local data
+#   order   `llmopt bench` naive,ss over the datasets in the opposite order (E2E first): session 7's
+#           launches grew slower dataset by dataset; the host drifting, or something in the process?
 #   gate    scripts/gate_validation.py: identical runs, an injected slowdown and output change
 #   pinned  identical runs, unpinned and pinned to CPUs $VALIDATION_PIN (2-3) alternately,
 #           $VALIDATION_PIN_RUNS (3) of each: does landing on other cores make the between-process spread?
@@ -70,6 +72,10 @@ phase() {
     bench)
       python3 -m llmopt bench --data-dir .data ${VALIDATION_BENCH:+--datasets $VALIDATION_BENCH} --progress ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} --json "$JOB/bench.json" \
         > "$JOB/bench.out" 2> "$JOB/bench.err"; echo "exit $?" >> "$JOB/bench.out" ;;
+    order)
+      python3 -m llmopt bench --data-dir .data --datasets e2e_nlg,dialogsum,spider --techniques naive,ss --progress \
+        ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} --json "$JOB/order.json" > "$JOB/order.out" 2> "$JOB/order.err"
+      echo "exit $?" >> "$JOB/order.out" ;;
     pinned)
       # an A/B on one host: unpinned and pinned processes alternate, so drift hits both alike
       for i in $(seq "${VALIDATION_PIN_RUNS:-3}"); do
