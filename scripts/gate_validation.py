@@ -134,6 +134,9 @@ def host_load_per_run(runs: list[compare.Run], names: list[str]) -> dict[str, di
         seconds = sum(sum(rec.get("round_wall_s") or []) for rec in records)
         if records and seconds > 0:
             table[name] = {k.removeprefix("round_"): sum(sum(rec[k]) for rec in records) / seconds for k in HOST_COUNTERS}
+            # the host's cost of one launch in this process: eager cells move with it
+            op_s = compare.host_op_s(run)
+            table[name]["launch_us"] = None if op_s is None else op_s * 1e6
     return table
 
 
@@ -209,7 +212,8 @@ def markdown(result: dict) -> str:
             ("host_correlations", "cell", "{:+.2f}", "Spearman correlation, over all rounds of the identical runs, of a "
              "round's time per token with what else the host did meanwhile (`llmopt/host_load.py`):"),
             ("host_load_per_run", "run", "{:.3g}", "The host's load per second of timed rounds, per run (other "
-             "CPU-seconds, steal CPU-seconds, preemptions of the benchmark process):")):
+             "CPU-seconds, steal CPU-seconds, preemptions of the benchmark process), and the host's cost of one tiny "
+             "launch in microseconds (`host_op_s`):")):
         if result.get(key):
             lines += ["", title, "", *keyed_table(first, result[key], fmt)]
     lines += ["", f"Gate at its defaults over all {result['ordered_pairs']} ordered pairs of identical runs: "

@@ -23,7 +23,7 @@ def run(path, naive_rounds, ss_rounds, other_cpu=None, sha="x"):
              "output_sha256": sha, "checkpoint_sha256": "c", "round_wall_s": [128 / x for x in rounds]}
         if other_cpu is not None:
             r |= {"round_other_cpu_s": other_cpu, "round_steal_s": [0.0] * len(rounds),
-                  "round_involuntary_switches": [1] * len(rounds)}
+                  "round_involuntary_switches": [1] * len(rounds), "host_op_s": 8e-6 if any(other_cpu) else 4e-6}
         return {"name": f"test_throughput[e2e_nlg-{technique}]", "extra_info": r}
     path.write_text(json.dumps({"machine_info": {"gpu_name": "NVIDIA H200"}, "datetime": "2026-12-04T00:00:00",
                                 "benchmarks": [record("naive", naive_rounds), record("ss", ss_rounds)]}))
@@ -58,5 +58,6 @@ def test_analysis_counts_false_alarms_spreads_by_statistic_and_host_correlation(
     assert result["host_correlations"]["e2e_nlg/naive"]["steal_s"] is None  # a counter that never moved
     load = result["host_load_per_run"]
     assert set(load) == {"a", "b"} and load["a"]["other_cpu_s"] > load["b"]["other_cpu_s"] == 0
+    assert load["a"]["launch_us"] == pytest.approx(8) and load["b"]["launch_us"] == pytest.approx(4)
     text = gate_validation.markdown(result)
     assert "| e2e_nlg/naive | 4.0% | 4.0% | 4.0% |" in text and "other_cpu_s" in text
