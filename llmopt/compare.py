@@ -36,8 +36,8 @@ Cell = tuple[str, str]  # (dataset, technique)
 # A cell measured on another workload is not comparable: its speed and its hash differ by design.
 WORKLOAD_KEYS = ("model", "objective", "num_prompts", "max_new_tokens")
 NAIVE = "naive"  # the technique speed-ups are quoted against
-# Two holds of one H200 model ran the same eager cells at half and at full speed, same kernels per
-# token (docs/results/NVIDIA-H200/session7): the host's cost per launch, not the GPU, set the pace.
+# Two holds of one H200 model ran the same eager cells at half and at full speed with the same
+# kernels per token (docs/results/NVIDIA-H200/session7): the host's time per launch set the pace.
 HOST_NOTE = 0.10  # a host launch cost that moved more than this is named beside the verdict
 VERSIONS = (("driver", "driver_version"), ("CUDA", "cuda_version"), ("torch", "torch_version"),
             ("transformers", "transformers_version"), ("Python", "python_version"),
