@@ -97,11 +97,14 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
+        if isinstance(doc, list):  # records without the machine: which GPU made them is unknown
+            raise ValueError(f"{path}: a list of records (`llmopt bench --json`), not a saved run: "
+                             "use one saved by `pytest bench/ --benchmark-save NAME` or `--benchmark-json FILE`")
         benchmarks, machine_info = doc["benchmarks"], doc["machine_info"]
         records = [b["extra_info"] for b in benchmarks]
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such file") from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not a pytest-benchmark JSON file ({type(exc).__name__}: {exc})") from None
     return Run(str(path), machine_info, doc.get("datetime", "?"), records, (doc.get("commit_info") or {}).get("id"), doc)
 

@@ -144,6 +144,9 @@ def test_cli_compare_exit_codes_and_table(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{}")
     assert cli.main(["compare", str(base), str(tmp_path / "bad.json")]) == 2
     assert "not a pytest-benchmark JSON file" in capsys.readouterr().err
+    (tmp_path / "records.json").write_text(json.dumps(matrix()))  # what `llmopt bench --json` writes
+    assert cli.main(["compare", str(base), str(tmp_path / "records.json")]) == 2
+    assert "a list of records (`llmopt bench --json`), not a saved run" in capsys.readouterr().err
 
 
 def test_latest_run_is_the_newest_by_date_across_machine_ids(tmp_path):
