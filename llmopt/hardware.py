@@ -84,10 +84,15 @@ def bandwidth_floor_fraction(weight_bytes: int, bandwidth: float | None, seconds
     return weight_bytes / bandwidth / seconds_per_token
 
 
+def on_device(events: Iterable) -> list:
+    """The profiler's events that ran on a CUDA device (kernels, memcpy and memset; inside a CUDA
+    graph, each of the graph's kernels: one host launch, many kernels)."""
+    return [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
 def device_kernels(events: Iterable) -> int:
-    """How many of the profiler's events ran on a CUDA device (kernels, memcpy and memset; inside a
-    CUDA graph, each of the graph's kernels: one host launch, many kernels)."""
-    return sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    """How many of the profiler's events ran on a CUDA device (on_device)."""
+    return len(on_device(events))
 
 
 class DeviceProfile(NamedTuple):
@@ -107,9 +112,9 @@ def device_profile(step_fn: Callable[[], object], tokens: int) -> DeviceProfile 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         step_fn()
         torch.cuda.synchronize()
-    on_device = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    busy_us = sum(e.time_range.elapsed_us() for e in on_device)
-    return DeviceProfile(len(on_device) / tokens, busy_us / 1e6 / tokens)
+    kernels = on_device(prof.events())
+    busy_us = sum(e.time_range.elapsed_us() for e in kernels)
+    return DeviceProfile(len(kernels) / tokens, busy_us / 1e6 / tokens)
 
 
 def kernels_per_token(step_fn: Callable[[], object], tokens: int) -> float | None:

@@ -31,6 +31,12 @@ SHAPE=${VALIDATION_SHAPE:-125m}
 
 checkpoint_of() { grep -m1 '^checkpoint: ' "$1" | cut -d' ' -f2; }
 train() { python3 -m llmopt train --dataset "$1" --shape "$SHAPE" --objective ss --samples "${VALIDATION_SAMPLES:-32}" > "$JOB/train_$1.log" 2>&1; }
+cli_bench() {  # `llmopt bench` with the local data into $JOB/$1.{json,out,err}, its exit status last in .out
+  local name=$1; shift
+  python3 -m llmopt bench --data-dir .data "$@" --progress ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} --json "$JOB/$name.json" \
+    > "$JOB/$name.out" 2> "$JOB/$name.err"
+  echo "exit $?" >> "$JOB/$name.out"
+}
 pack() { tar czf "$JOB.tgz.tmp" -C "$JOB" . && mv "$JOB.tgz.tmp" "$JOB.tgz"; }
 
 phase() {
@@ -69,13 +75,8 @@ phase() {
         --techniques "$ALL" --rounds 3 ${VALIDATION_SMALL:-} --benchmark-json="$JOB/before.json") > "$JOB/before.log" 2>&1
       python3 -m pytest bench -q --model "$ckpt" --datasets e2e_nlg --techniques "$ALL" --rounds 3 --min-time 0 \
         --max-time 0 --round-time 0 --interleave off ${VALIDATION_SMALL:-} --benchmark-json="$JOB/after.json" > "$JOB/after.log" 2>&1 ;;
-    bench)
-      python3 -m llmopt bench --data-dir .data ${VALIDATION_BENCH:+--datasets $VALIDATION_BENCH} --progress ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} --json "$JOB/bench.json" \
-        > "$JOB/bench.out" 2> "$JOB/bench.err"; echo "exit $?" >> "$JOB/bench.out" ;;
-    order)
-      python3 -m llmopt bench --data-dir .data --datasets e2e_nlg,dialogsum,spider --techniques naive,ss --progress \
-        ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} --json "$JOB/order.json" > "$JOB/order.out" 2> "$JOB/order.err"
-      echo "exit $?" >> "$JOB/order.out" ;;
+    bench) cli_bench bench ${VALIDATION_BENCH:+--datasets $VALIDATION_BENCH} ;;
+    order) cli_bench order --datasets e2e_nlg,dialogsum,spider --techniques naive,ss ;;
     pinned)
       # an A/B on one host: unpinned and pinned processes alternate, so drift hits both alike
       for i in $(seq "${VALIDATION_PIN_RUNS:-3}"); do
