@@ -25,7 +25,7 @@ import transformers
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from . import data, hardware, near_ties, quality, timing
+from . import data, hardware, kernel_count, near_ties, quality, timing
 from .checkpoints import fingerprint, recorded, resolve_model_dir
 from .models.gpt_neo import SHAPES
 from .generation import Clock, Generation
@@ -311,8 +311,6 @@ class Cell:
         self.warmup: timing.Warmup | None = None
         self.transient_bytes: int | None = None
         self.passes_per_round = 1
-        self.kernels_per_token: float | None = None
-        self.kernel_s_per_token: float | None = None
 
     def pass_fn(self, workload: Workload, progress: bool = False):
         """A timed round for llmopt.timing: `passes_per_round` passes over every prompt; keeps the
@@ -346,38 +344,26 @@ class Cell:
         peak = peak_memory(device)
         self.transient_bytes = None if peak is None else peak - base
 
-    def count_kernels(self, workload: Workload) -> None:
-        """Device kernels and the device's busy time per generated token over one (warm) generate
-        call of the first prompt, from the profiler, after the timed rounds (profiling slows a call,
-        and may slow the process after it); None off CUDA."""
-        if self.strategy.device.type != "cuda":
-            return
-        prompt, n, eos = workload.prompts[0], workload.max_new_tokens, workload.eos_id
-        tokens = len(self.strategy.generate(prompt, n, eos).tokens)  # greedy: the profiled call makes as many
-        try:
-            found = hardware.device_profile(lambda: self.strategy.generate(prompt, n, eos), tokens)
-            if found is not None:
-                self.kernels_per_token, self.kernel_s_per_token = found
-        except RuntimeError as exc:  # a profiler that cannot start (no CUPTI) costs the count, not the cell
-            warnings.warn(f"{self.technique}: kernels not counted ({exc})")
-
     def record(self, workload: Workload, measured: timing.Measurement, reference, bandwidth=None) -> dict:
         peak = None if self.transient_bytes is None else self.resident_bytes + self.transient_bytes
         record = summarize(self.strategy, workload, self.passes, reference, peak, measured)
         model = getattr(self.strategy, "model", None)
         weights = hardware.weight_bytes(model) if isinstance(model, torch.nn.Module) else None
         record.update(prepare_s=self.prepare_s, warmup_passes=self.warmup.passes, warmup_steady=self.warmup.steady,
-                      passes_per_round=self.passes_per_round, kernels_per_token=self.kernels_per_token,
-                      kernel_s_per_token=self.kernel_s_per_token,
-                      # the share of a token's measured time the device spent in kernels; the rest it
-                      # waited for the host (launches, Python, synchronisation)
-                      device_busy_fraction=None if self.kernel_s_per_token is None else
-                      self.kernel_s_per_token * record["tokens_per_s"],
-                      weight_bytes=weights, copy_bandwidth=bandwidth,
+                      passes_per_round=self.passes_per_round, weight_bytes=weights, copy_bandwidth=bandwidth,
                       # (weight bytes / copy bandwidth) / measured time per token: 1.0 is a step at the floor
                       bandwidth_floor_fraction=None if weights is None else hardware.bandwidth_floor_fraction(
                           weights, bandwidth, 1 / record["tokens_per_s"]))
         return record
+
+
+def kernel_fields(profile: hardware.DeviceProfile | None, tokens_per_s: float) -> dict:
+    """A record's kernel counts (None when not counted), and the share of a token's measured time
+    the device spent in kernels: the rest it waited for the host (launches, Python, synchronisation)."""
+    if profile is None:
+        return dict(kernels_per_token=None, kernel_s_per_token=None, device_busy_fraction=None)
+    return dict(kernels_per_token=profile.kernels_per_token, kernel_s_per_token=profile.kernel_s_per_token,
+                device_busy_fraction=profile.kernel_s_per_token * tokens_per_s)
 
 
 def allocated_memory(device) -> int:
@@ -464,22 +450,23 @@ class Bench:
         suspected regressions); the session's own records stay as they were."""
         fresh = []
         for dataset in dict.fromkeys(d for d, _ in cells):
-            out = self._measure(dataset, [t for d, t in cells if d == dataset])
+            out = self._measure(dataset, [t for d, t in cells if d == dataset], kernels=False)
             fresh += [r for r in out.values() if not isinstance(r, Exception)]
         return fresh
 
-    def _measure(self, dataset: str, techniques: list[str]) -> dict[str, dict | Exception]:
+    def _measure(self, dataset: str, techniques: list[str], kernels: bool = True) -> dict[str, dict | Exception]:
         s, workload = self.settings, self.workload(dataset)
         cells: dict[str, Cell] = {}
         out: dict[str, dict | Exception] = {}
+        options: dict[str, dict] = {}
         for technique in techniques:
             self._counted += 1
             if self.progress:
                 total = sum(len(t) for t in self.plan.values())
                 print(f"cell {self._counted}/{max(total, self._counted)}: {dataset} {technique}", file=sys.stderr)
             try:
-                strategy = build_strategy(technique, {**self.drafting_options(dataset, technique),
-                                                      **s.options_for(technique)})
+                options[technique] = {**self.drafting_options(dataset, technique), **s.options_for(technique)}
+                strategy = build_strategy(technique, options[technique])
                 self.reference(dataset, strategy.dtype)  # before this strategy's model takes memory
                 cells[technique] = self._prepare(strategy, workload)
                 if not s.interleave:  # one after another: time it now, then free it
@@ -494,7 +481,27 @@ class Bench:
         del cells
         if torch.device(s.device).type == "cuda":
             torch.cuda.empty_cache()
+        timed = {t: r for t, r in out.items() if not isinstance(r, Exception)}
+        if kernels and s.kernel_count:  # not for the gate's second look: it reads tokens/s only
+            self._count_kernels(workload, timed, options)
+        else:
+            for record in timed.values():
+                record.update(kernel_fields(None, record["tokens_per_s"]))
         return {t: out[t] for t in techniques}
+
+    def _count_kernels(self, workload: Workload, records: dict[str, dict], options: dict[str, dict]) -> None:
+        """Each record's kernels and device busy time per token, from a child process once the
+        dataset's cells are timed and freed (llmopt.kernel_count: profiling here would slow what this
+        process times next); None off CUDA."""
+        if self.progress and records and torch.device(self.settings.device).type == "cuda":
+            print(f"counting kernels of {len(records)} cell(s) in a child process", file=sys.stderr)
+        index = self.placement["gpu_index"]
+        device = self.settings.device if index is None else f"cuda:{index}"
+        found = kernel_count.count(kernel_count.Job(str(workload.checkpoint), device, workload.prompts[0],
+                                                    workload.max_new_tokens, workload.eos_id,
+                                                    [(t, options[t]) for t in records]))
+        for record, profile in zip(records.values(), found):
+            record.update(kernel_fields(profile, record["tokens_per_s"]))
 
     def drafting_options(self, dataset: str, technique: str) -> dict:
         """What a peer method drafts with, trained for this dataset's checkpoint once and cached:
@@ -534,12 +541,7 @@ class Bench:
         timer = next(iter(cells.values())).timer
         measured = timing.interleave({t: c.pass_fn(workload, self.progress) for t, c in cells.items()}, rule,
                                      reference=reference, timer=timer)
-        # the host's cost per launch, right after the rounds it bounded and before any profiler
-        host_op_s = hardware.host_op_s(self.settings.device)
-        # profiled only once every cell is timed: a finished profiler session can go on slowing
-        # kernel launches in its process (pytorch/pytorch#144455)
-        for cell in cells.values():
-            cell.count_kernels(workload)
+        host_op_s = hardware.host_op_s(self.settings.device)  # the host's cost per launch, right after the rounds
         records = {}
         for technique, cell in cells.items():
             dtype = cell.strategy.dtype

@@ -177,6 +177,10 @@ def add_bench_options(addoption) -> None:
               help="cells (default): time a dataset's cells round by round (A B C, B C A, ...), so drift between "
                    "them cancels and each cell's speed-up over naive is paired by round; off: one cell after another "
                    "(less GPU memory: one model loaded at a time)")
+    addoption("--kernel-count", dest="kernel_count", default=None, choices=("child", "off"),
+              help="child (default): on a GPU, once a dataset's cells are timed, a child process loads each again "
+                   "and profiles one generate call for kernels_per_token (a profiler session would slow what this "
+                   "process times next); off: skip it (about a second or two per cell)")
     addoption("--strategy-options", dest="strategy_options", type=strategy_table, default=None, metavar="JSON",
               help='options per technique part, e.g. \'{"ss": {"topk": "2,1,1,1"}, "graphs": {"runtime": '
                    '"torch.compile"}}\': every technique containing that part gets them')
@@ -205,6 +209,7 @@ class Settings:
     target_ci: float = timing.REL_CI
     interleave: bool = True
     round_time: float = 0.0
+    kernel_count: bool = True
 
     def stop_rule(self) -> timing.StopRule:
         """When a cell has been timed enough (llmopt.timing.StopRule)."""
@@ -235,7 +240,7 @@ def settings(values) -> Settings:
         datasets=list(dict.fromkeys(get("datasets") or data.DATASETS)), techniques=techniques,
         objective=get("objective") or objective_for(techniques), device=device, data_dir=get("data_dir"),
         strategy_options=get("strategy_options") or {}, target_ci=_given(get("target_ci"), timing.REL_CI),
-        interleave=(get("interleave") or "cells") == "cells",
+        interleave=(get("interleave") or "cells") == "cells", kernel_count=(get("kernel_count") or "child") == "child",
         **{key: _given(get(key), default) for key, default in defaults.items()})
     if result.objective == "lm" and objective_for(techniques) == "ss":
         needy = [t for t in techniques if technique_objective(t) == "ss"]

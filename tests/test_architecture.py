@@ -17,7 +17,7 @@ LAYERS = [
     ("spec_stream",),  # the algorithm
     ("train",),  # training (its objectives include spec_stream.loss)
     ("strategies",),  # the techniques
-    ("near_ties", "options", "measure", "compare", "hardware"),  # measurement
+    ("near_ties", "options", "kernel_count", "measure", "compare", "hardware"),  # measurement
     ("cli", "__main__", "pytest_gate", "pytest_xdist", "report", "plots", "names"),  # front ends and the report
 ]
 
