@@ -12,6 +12,9 @@ generate: total host time of the ops, total device time of the kernels, host lau
 (a CUDA graph is one), device kernels per step (llmopt.hardware.device_kernels: a graph's kernels
 each) and the top kernels by device time. --runtime / --pad-rows: options of the graphs techniques
 (pad-rows: ss+graphs only), e.g. `--techniques ss+graphs --pad-rows 16` against the default.
+The wall times of every technique after the first are taken after a profiler session in this
+process, which can slow them (llmopt/kernel_count.py): for walls to compare, run one technique per
+invocation.
 """
 
 from __future__ import annotations

@@ -21,8 +21,10 @@ fixed seeded prompt of --prompt-len random ids, EOS ignored (eos_id=None), each 
   weight_bytes = hardware.weight_bytes(model) at the technique's dtype (what each decode step must read),
   floor_ms = weight_bytes / bandwidth and floor_fraction = floor_ms / decode_ms_per_token
   (1.0 = at the bandwidth floor; the target for half+graphs / flash2+graphs on 1.3b and 2.7b is >= 0.5),
-  kernels_per_token: device kernels per token over one more, profiled, generate (prefill included;
-  plain greedy makes one token per step, so it is also kernels per step; None on CPU),
+  kernels_per_token: device kernels per token over one profiled generate (prefill included; plain
+  greedy makes one token per step, so it is also kernels per step; None on CPU), counted per shape
+  after every technique is timed, in a child process (llmopt.kernel_count: a profiler session slows
+  what its process times after it),
   runtime: the graphs runtime (None without graphs),
   match / first_mismatch: tokens equal to the plain decode at the same precision (naive for fp32,
   half for fp16), the tokens, setup_s and strategy.config(). A failing technique (OOM, no flash on CPU) is
@@ -46,7 +48,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmopt.hardware import bandwidth_floor_fraction, copy_bandwidth, kernels_per_token, weight_bytes  # noqa: E402
+from llmopt import kernel_count  # noqa: E402
+from llmopt.hardware import bandwidth_floor_fraction, copy_bandwidth, weight_bytes  # noqa: E402
 from llmopt.measure import driver_version, peak_memory, reset_peak_memory  # noqa: E402
 from llmopt.models.gpt_neo import GPTNeo, make_config  # noqa: E402
 from llmopt.near_ties import first_divergence  # noqa: E402
@@ -92,14 +95,18 @@ def runs_of(name: str, device: torch.device, runtimes: list[str]) -> list[str | 
     return ["static"] if device.type != "cuda" else runtimes
 
 
+def options_of(runtime: str | None, args) -> dict:
+    """A technique's options: with graphs, its runtime and static cache slots (the prompt and new
+    tokens rounded up to a bucket: one graph to capture)."""
+    if runtime is None:
+        return {}
+    return {"runtime": runtime, "max_len": -(-(args.prompt_len + args.new_tokens) // 256) * 256}
+
+
 def measure(name: str, ckpt: Path, prompt: list[int], args, device, bandwidth: float | None,
             runtime: str | None = None) -> tuple[dict, list[int]]:
     """One technique (with graphs: on `runtime`) on one checkpoint: its row and its tokens."""
-    options = {}
-    if runtime is not None:
-        # static cache slots: the prompt and new tokens, rounded up to a bucket (one graph to capture)
-        options = {"runtime": runtime, "max_len": -(-(args.prompt_len + args.new_tokens) // 256) * 256}
-    strategy = get_strategy(name, **options)
+    strategy = get_strategy(name, **options_of(runtime, args))
     reset_peak_memory(device)
     strategy.prepare(ckpt, device)
     clock = Clock(device)
@@ -112,7 +119,6 @@ def measure(name: str, ckpt: Path, prompt: list[int], args, device, bandwidth: f
     tokens = gens[0].tokens
     rates = sorted(len(g.tokens) / w for g, w in zip(gens, walls))
     decode_ms = statistics.median((w - g.ttft_s) / max(len(g.tokens) - 1, 1) * 1e3 for g, w in zip(gens, walls))
-    kernels = kernels_per_token(lambda: strategy.generate(prompt, args.new_tokens, None), len(tokens))
     weights = weight_bytes(strategy.model)
     row = {"runtime": runtime, "tokens_per_s": statistics.median(rates), "tokens_per_s_min": rates[0],
            "tokens_per_s_max": rates[-1], "decode_ms_per_token": decode_ms,
@@ -120,12 +126,24 @@ def measure(name: str, ckpt: Path, prompt: list[int], args, device, bandwidth: f
            "new_tokens": len(tokens), "peak_memory_bytes": peak_memory(device), "weight_bytes": weights,
            "floor_ms": None if bandwidth is None else weights / bandwidth * 1e3,
            "floor_fraction": bandwidth_floor_fraction(weights, bandwidth, decode_ms / 1e3),
-           "kernels_per_token": kernels,
+           "kernels_per_token": None,  # counted per shape, after every timing (count_kernels)
            "stable_across_runs": all(g.tokens == tokens for g in gens),
            "setup_s": strategy.setup_s, "dtype": str(strategy.dtype).removeprefix("torch."), "config": strategy.config(),
            "tokens": tokens}
     del strategy
     return row, tokens
+
+
+def count_kernels(rows: list[dict], ckpt: Path, prompt: list[int], args, device) -> None:
+    """kernels_per_token of the shape's rows, from a child process (llmopt.kernel_count): a profiler
+    session in this process would slow the techniques timed after it."""
+    done = [r for r in rows if "error" not in r]
+    job = kernel_count.Job(str(ckpt), str(device), prompt, args.new_tokens, None,
+                           [(r["technique"], options_of(r["runtime"], args)) for r in done])
+    for row, found in zip(done, kernel_count.count(job)):
+        row["kernels_per_token"] = None if found is None else found.kernels_per_token
+        if found is not None:
+            line(f"{row['shape']:6s} {row['technique']:30s} kernels/token {found.kernels_per_token:.0f}")
 
 
 def match_plain(tokens, plain: dict, dtype, ckpt: Path, prompt, args, device) -> dict:
@@ -228,12 +246,13 @@ def main(argv=None):
                     row.update(match_plain(tokens, plain, dtype, ckpt, prompt, args, device))
                     line(f"{shape:6s} {label:30s} {row['tokens_per_s']:8.1f} tok/s  "
                          f"{row['decode_ms_per_token']:7.2f} ms/tok  floor {fmt(row['floor_fraction'])}  "
-                         f"kernels/token {fmt(row['kernels_per_token'], digits=0)}  "
                          f"peak {(row['peak_memory_bytes'] or 0) / GIB:.2f} GiB  match {row['match']}")
                 else:
                     line(f"{shape:6s} {label:30s} FAILED {row['error'][:200]}")
                 report["rows"].append(row)
                 write(args.out, report)
+            count_kernels([r for r in report["rows"] if r["shape"] == shape], ckpt, prompt, args, device)
+            write(args.out, report)
     line(f"wrote {args.out} and {args.out.with_suffix('.md')}")
     return report
 
