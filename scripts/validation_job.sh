@@ -16,6 +16,8 @@
 #   pinned  identical runs, unpinned and pinned to CPUs $VALIDATION_PIN (2-3) alternately,
 #           $VALIDATION_PIN_RUNS (3) of each: does landing on other cores make the between-process spread?
 #   seq     the gate's runs with --interleave off, added to its analysis
+#   residue scripts/profiler_residue.py, arms profiled and control alternately in new processes
+#           ($VALIDATION_RESIDUE_RUNS (3) of each): does a finished profiler session slow its process?
 # usage: setsid nohup scripts/validation_job.sh [PHASE...] > /tmp/job.log 2>&1 &   (default: all)
 # Data in ./.data, checkpoints in ./.cache. VALIDATION_RUNS / VALIDATION_SEQUENTIAL: gate runs;
 # a CPU dry run: VALIDATION_SHAPE=tiny VALIDATION_SMALL="--num-prompts 2 --max-new-tokens 8"
@@ -85,6 +87,14 @@ phase() {
           python3 scripts/gate_validation.py --resume --runs "$i" --no-injections "${pin[@]}" --model "$SHAPE" \
             --techniques "${VALIDATION_GATE_TECHNIQUES:-naive,graphs,ss,best}" --out "$JOB/$arm" \
             -- ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} >> "$JOB/$arm.log" 2>&1
+        done
+      done ;;
+    residue)
+      mkdir -p "$JOB/residue"
+      for i in $(seq "${VALIDATION_RESIDUE_RUNS:-3}"); do
+        for arm in profiled control; do
+          python3 scripts/profiler_residue.py --arm $arm --shape "$SHAPE" --techniques naive,half,graphs \
+            ${VALIDATION_RESIDUE:-} --out "$JOB/residue/${arm}_$i.json" >> "$JOB/residue.log" 2>&1
         done
       done ;;
     gate|seq)
