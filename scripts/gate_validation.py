@@ -107,6 +107,21 @@ def statistic_spreads(runs: list[compare.Run]) -> dict[str, dict[str, float]]:
                              for name, f in STATISTICS.items()} for cell in runs[0].cells}
 
 
+def speedup_spreads(runs: list[compare.Run]) -> dict[str, dict[str, float]]:
+    """Per cell, the between-process spread of its speed-up over naive: the median of same-cycle
+    ratios (what the gate reads) against the ratio of the two cells' reported medians."""
+    table = {}
+    for cell in runs[0].cells:
+        naive = (cell[0], compare.NAIVE)
+        ups = [compare.speedups(r, cell) for r in runs]
+        if cell[1] == compare.NAIVE or naive not in runs[0].cells or not all(ups):
+            continue
+        table["/".join(cell)] = {
+            "median of paired ratios": spread([u[0] for u in ups]),
+            "ratio of medians": spread([r.cells[cell]["tokens_per_s"] / r.cells[naive]["tokens_per_s"] for r in runs])}
+    return table
+
+
 def host_correlations(runs: list[compare.Run]) -> dict[str, dict[str, float | None]]:
     """Per cell, Spearman's rank correlation, over every round of every run, between a round's time
     per token and each host counter (llmopt.host_load): which kind of host load the slow rounds had."""
@@ -155,6 +170,7 @@ def analyse(out: Path, runs: list[Path], sequential: list[Path], slow: Path | No
         "gpu": loaded[0].gpu, "versions": loaded[0].versions(),
         "identical_runs": per_cell(loaded),
         "statistic_spreads": statistic_spreads(loaded),
+        "speedup_spreads": speedup_spreads(loaded),
         "host_correlations": host_correlations(loaded),
         "host_load_per_run": host_load_per_run(loaded, [p.stem for p in runs]),
         "ordered_pairs": len(pairs),
@@ -209,6 +225,8 @@ def markdown(result: dict) -> str:
     for key, first, fmt, title in (
             ("statistic_spreads", "cell", "{:.1%}", "Between-process spread of tokens/s by the statistic taken over a "
              "cell's rounds (the reported figure is the median after the outlier rule):"),
+            ("speedup_spreads", "cell", "{:.1%}", "Between-process spread of the speed-up over naive by how it is "
+             "formed (the reported one is the median of same-cycle ratios):"),
             ("host_correlations", "cell", "{:+.2f}", "Spearman correlation, over all rounds of the identical runs, of a "
              "round's time per token with what else the host did meanwhile (`llmopt/host_load.py`):"),
             ("host_load_per_run", "run", "{:.3g}", "The host's load per second of timed rounds, per run (other "

@@ -54,6 +54,10 @@ def test_analysis_counts_false_alarms_spreads_by_statistic_and_host_correlation(
     assert result["output_change"]["caught"] == 2
     spreads = result["statistic_spreads"]["e2e_nlg/naive"]
     assert spreads["fastest round"] == pytest.approx(0.04) and spreads["median of all rounds"] == pytest.approx(0.04)
+    ups = result["speedup_spreads"]["e2e_nlg/ss"]  # ss / naive: run a 2.0 (4.0 in its slow cycle), run b 204 / 104
+    expected = 2.0 / (204 / 104) - 1
+    assert ups["median of paired ratios"] == pytest.approx(expected) and ups["ratio of medians"] == pytest.approx(expected)
+    assert "e2e_nlg/naive" not in result["speedup_spreads"]
     assert result["host_correlations"]["e2e_nlg/naive"]["other_cpu_s"] > 0.5
     assert result["host_correlations"]["e2e_nlg/naive"]["steal_s"] is None  # a counter that never moved
     load = result["host_load_per_run"]
