@@ -4,7 +4,7 @@ A finished torch.profiler session can leave CUPTI attached to its process: Kinet
 CUPTI only when TEARDOWN_CUPTI=1 (pytorch/pytorch#144455, about 10-20% slower training after
 profiling), and torch turns teardown off where CUDA graphs are in use on older CUDA. On the H200
 runner, cells timed in a process after other cells had been profiled ran 13-41% slower than the
-same cells in processes that profiled only after all timing (docs/results/NVIDIA-H200/session8).
+same cells timed in processes that had not profiled yet (docs/results/NVIDIA-H200/session8).
 So the benchmark process only asks: a child loads each cell's technique again on the same
 checkpoint, warms it up, profiles one generate call of the first prompt
 (hardware.device_profile) and answers in JSON on its last line of output.
