@@ -5,7 +5,7 @@
 #           to hold against an earlier run's), while the CUDA-only tests run
 #   cublas  E2E, the gate's techniques with CUBLAS_WORKSPACE_CONFIG=:4096:8 (README, "Measurement noise"),
 #           against the gate's first identical run (unset): what the fixed cuBLAS workspace costs
-#   oldnew  E2E, the code before the refactor and now, alternately (old new old new), 10 one-pass rounds
+#   oldnew  E2E, the code before the refactor and now, alternately (old new old new, $VALIDATION_PASSES (2) pairs), 10 one-pass rounds
 #           per cell one cell after another: the refactor's speed, the same protocol for both
 #   hashes  E2E, every technique, on one checkpoint: the code before the refactor (./.old, a copy of
 #           the commit named in .old/COMMIT) and now; output hashes must be equal cell by cell
@@ -64,7 +64,7 @@ phase() {
         "CUBLAS_WORKSPACE_CONFIG unset (before) and :4096:8 (after)" ;;
     oldnew)
       local ckpt; ckpt=$(checkpoint_of "$JOB/train_e2e_nlg.log") techniques=naive,half,graphs,ss,best
-      for pass in 1 2; do
+      for pass in $(seq "${VALIDATION_PASSES:-2}"); do
         (cd .old && PYTHONPATH=$PWD python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg \
           --techniques $techniques --rounds 10 ${VALIDATION_SMALL:-} --benchmark-json="$JOB/old_$pass.json") > "$JOB/old_$pass.log" 2>&1
         python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg --techniques $techniques --rounds 10 \
