@@ -16,6 +16,9 @@
 #   pinned  identical runs, unpinned and pinned to CPUs $VALIDATION_PIN (2-3) alternately,
 #           $VALIDATION_PIN_RUNS (3) of each: does landing on other cores make the between-process spread?
 #   seq     the gate's runs with --interleave off, added to its analysis
+#   sizes   scripts/size_sweep.py over $VALIDATION_SIZES (125m,1.3b,2.7b): half, and the captured fp16 step
+#           under both graphs runtimes (cuda_graph, torch.compile), against the bandwidth floor
+#   compiled E2E's captured cells, plain and Speculative Streaming, under each graphs runtime
 #   residue scripts/profiler_residue.py, arms profiled and control alternately in new processes
 #           ($VALIDATION_RESIDUE_RUNS (3) of each): does a finished profiler session slow its process?
 # usage: setsid nohup scripts/validation_job.sh [PHASE...] > /tmp/job.log 2>&1 &   (default: all)
@@ -89,6 +92,17 @@ phase() {
             --techniques "${VALIDATION_GATE_TECHNIQUES:-naive,graphs,ss,best}" --out "$JOB/$arm" \
             -- ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} >> "$JOB/$arm.log" 2>&1
         done
+      done ;;
+    sizes)
+      python3 scripts/size_sweep.py --out "$JOB/sizes.json" --shapes "${VALIDATION_SIZES:-125m,1.3b,2.7b}" ${VALIDATION_SIZES_OPTIONS:-} \
+        --techniques half,half+graphs,flash2+graphs --runtime cuda_graph,torch.compile > "$JOB/sizes.log" 2>&1 ;;
+    compiled)
+      local ckpt runtime; ckpt=$(checkpoint_of "$JOB/train_e2e_nlg.log")
+      for runtime in cuda_graph torch.compile; do
+        python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg \
+          --techniques "${VALIDATION_COMPILED:-half+graphs,ss+half+graphs,flash2+graphs,best}" --rounds 10 --min-time 0 --max-time 0 \
+          --round-time 0 --strategy-options "{\"graphs\": {\"runtime\": \"$runtime\"}}" ${VALIDATION_SMALL:-} \
+          --benchmark-json="$JOB/compiled_$runtime.json" > "$JOB/compiled_$runtime.log" 2>&1
       done ;;
     residue)
       mkdir -p "$JOB/residue"
