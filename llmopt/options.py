@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from . import data, timing
-from .strategies import expand_techniques, get_strategy, technique_objective, technique_parts, validate_technique
+from .strategies import (expand_techniques, get_strategy, parse_technique, technique_objective, technique_parts,
+                         validate_technique)
 
 DEFAULT_TECHNIQUES = ("hf", "naive", "half", "ss")
 # A round of passes over the prompts lasts at least this long on a GPU (a pass of a fast cell over 32
@@ -218,9 +219,10 @@ class Settings:
                                max_rounds=max(self.rounds, timing.MAX_ROUNDS))
 
     def options_for(self, technique: str) -> dict:
-        """The options of `technique`: each part of a '+' name brings its own entry."""
+        """The options of `technique`: each part of a '+' name brings its own entry, and so does each
+        part of a preset (`best` gets the "graphs" entry too)."""
         found = {}
-        for part in technique_parts(technique):
+        for part in options_keys(technique):
             found.update(self.strategy_options.get(part, {}))
         return found
 
@@ -246,7 +248,7 @@ def settings(values) -> Settings:
         needy = [t for t in techniques if technique_objective(t) == "ss"]
         raise ValueError(f"--objective lm: {', '.join(needy)} need{'s' * (len(needy) == 1)} a checkpoint trained "
                          "with speculative streams (--objective ss)")
-    unknown = [p for p in result.strategy_options if p not in {q for t in techniques for q in technique_parts(t)}]
+    unknown = [p for p in result.strategy_options if p not in {q for t in techniques for q in options_keys(t)}]
     if unknown:
         raise ValueError(f"--strategy-options: {', '.join(map(repr, unknown))} is part of no technique asked for "
                          f"({', '.join(techniques)})")
@@ -254,6 +256,12 @@ def settings(values) -> Settings:
         build_strategy(technique, result.options_for(technique))  # bad options fail now, before any work
     result.stop_rule()  # an impossible stopping rule too
     return result
+
+
+def options_keys(technique: str) -> tuple[str, ...]:
+    """The --strategy-options entries a technique takes: the parts it runs (a preset expanded), then
+    the parts as written ("best" itself), so the more specific entry wins."""
+    return tuple(dict.fromkeys(parse_technique(technique).parts + technique_parts(technique)))
 
 
 def _given(value, default):

@@ -66,3 +66,19 @@ def test_half_precision_runs_and_mostly_agrees(checkpoint):
     full = run("naive", checkpoint)
     assert all(len(g.tokens) == 40 for g in half)
     assert half[0].tokens[:2] == full[0].tokens[:2]
+
+
+def test_strategy_options_reach_every_technique_containing_the_part_a_preset_too():
+    """Session 10 on the H200: `--strategy-options '{"graphs": {"runtime": "torch.compile"}}'` left
+    `best` (ss+flash2+graphs) on cuda_graph, since only the parts as written were looked up."""
+    from llmopt import options
+
+    run = options.settings({"techniques": ["best", "half+graphs", "naive"], "device": "cpu",
+                            "strategy_options": {"graphs": {"runtime": "torch.compile"}}})
+    assert run.options_for("best") == run.options_for("half+graphs") == {"runtime": "torch.compile"}
+    assert run.options_for("naive") == {}
+    only_best = options.settings({"techniques": ["best"], "device": "cpu",
+                                  "strategy_options": {"graphs": {"bucket": 64}, "best": {"bucket": 128}}})
+    assert only_best.options_for("best") == {"bucket": 128}  # the entry for the name as written wins
+    with pytest.raises(ValueError, match="part of no technique"):
+        options.settings({"techniques": ["naive"], "device": "cpu", "strategy_options": {"graphs": {}}})
