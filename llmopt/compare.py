@@ -13,6 +13,9 @@ Benchmark's compare.py do) finds the drop significant at `alpha`; with too few r
 ever to reach `alpha`, the medians decide alone and the verdict says so. A slower cell whose
 speed-up over the same run's `naive` cell held is a machine effect (the whole host moved), not a
 regression; the speed-up is a ratio measured in one run, so it cancels what the machine did.
+`naive` itself has no such reference but the host: every round records the host's cost of one
+launch around it (llmopt.host_load.launch_s), and a slower `naive` whose tokens/s times that cost
+held (`host_normalized`) ran on a slower host, not slower code.
 
 Correctness: a changed output hash is an alarm, but only between runs of the same weights (the
 records' `checkpoint_sha256`, llmopt.checkpoints.fingerprint); another checkpoint decodes other
@@ -205,6 +208,17 @@ def speedups(run: Run, cell: Cell) -> tuple[float, list[float]] | None:
     return median / naive_median, [r / q for r, q in zip(rounds, naive_rounds)]
 
 
+def host_normalized(record: dict) -> tuple[float, list[float]] | None:
+    """A cell's per-round tokens/s times the host's cost of one launch around each round: its speed
+    with the host's own speed divided out (an eager step, a few hundred launches, moves with it).
+    None for a record without the probe (older runs, or rounds that do not line up)."""
+    launches, rounds = record.get("round_launch_s"), record.get("tokens_per_s_rounds")
+    if not launches or not rounds or len(launches) != len(rounds):
+        return None
+    values = [r * s for r, s in zip(rounds, launches)]
+    return median(values), values
+
+
 # -- the verdict --------------------------------------------------------------------------------
 
 
@@ -216,6 +230,7 @@ class Row:
     cur: dict
     speed: Shift | None = None  # None: not comparable (another workload)
     speedup: Shift | None = None  # None: the naive cell itself, or no naive cell to divide by
+    host: Shift | None = None  # of host_normalized, where there is no speed-up; None without the probe
     outputs_compared: bool = False
     kind: str = "ok"  # of the speed verdict: "ok", "not significant", "machine", "speed" or "workload"
     verdict: str = "ok"  # the same in words, for the table (which adds an output alarm)
@@ -324,6 +339,8 @@ def _compare_cell(current: Run, baseline: Run, cell: Cell, alpha: float, failure
     row.speed = shift(*rates(base), *rates(cur), alpha)
     if cell[1] != NAIVE and (b := speedups(baseline, cell)) and (c := speedups(current, cell)):
         row.speedup = shift(*b, *c, alpha)
+    elif (b := host_normalized(base)) and (c := host_normalized(cur)):
+        row.host = shift(*b, *c, alpha)
     # equal fingerprints (or neither run recorded one, as before fingerprints): the same weights
     row.outputs_compared = base.get(FINGERPRINT_KEY) == cur.get(FINGERPRINT_KEY)
     if row.outputs_compared and base.get("output_sha256") != cur.get("output_sha256"):
@@ -340,8 +357,12 @@ def _speed_verdict(row: Row, tolerance: float, alpha: float, moved: bool) -> tup
         if speed.beyond(tolerance):
             return "not significant", f"not significant (p={speed.p:.3g})"
         return "ok", "ok" + few
-    if speedup is None:  # the naive cell, or no naive cell to divide by: absolute tokens/s alone
-        return ("machine", "machine effect (the whole run moved)") if moved else ("speed", "SLOWER" + few)
+    if speedup is None:  # the naive cell, or no naive cell to divide by: its host is its reference
+        if moved:
+            return "machine", "machine effect (the whole run moved)"
+        if row.host is not None and not row.host.beyond(tolerance):
+            return "machine", f"machine effect (tokens/s x the host's launch cost held: {row.host.change:+.1%})"
+        return "speed", "SLOWER" + few
     if speedup.fell(tolerance, alpha):
         return "speed", "SLOWER" + few
     if speedup.beyond(tolerance):
@@ -354,6 +375,8 @@ def _speed_message(row: Row, alpha: float) -> str:
     message = f"{cur:.1f} tokens/s, baseline {base:.1f}: {row.speed.describe(alpha)}"
     if row.speedup is not None:
         message += f"; speed-up over naive {row.speedup.describe(alpha)}"
+    if row.host is not None:
+        message += f"; tokens/s x the host's launch cost {row.host.describe(alpha)}"
     return message
 
 

@@ -14,13 +14,13 @@ kernel to count: both return None.
 from __future__ import annotations
 
 import statistics
-import time
 from typing import Callable, Iterable, NamedTuple
 
 import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
+from . import host_load
 from .models.gpt_neo import param_bytes
 
 
@@ -47,23 +47,11 @@ def copy_bandwidth(device, mib: int = 1024, repeats: int = 5) -> float | None:
 
 
 def host_op_s(device, ops: int = 1000, repeats: int = 5) -> float:
-    """Seconds the host takes to issue one tiny op on `device`: the median over `repeats` batches of
-    `ops` in-place adds to a one-element tensor, the device synchronised after each batch. A GPU runs
-    such an add faster than a host issues it, so this is the host's cost per launch, and eager
-    batch-1 decoding (the GPU busy a tenth of the time) moves with it. On a CPU: the dispatch cost."""
-    device = torch.device(device)
-    x = torch.zeros(1, device=device)
-
-    def batch() -> float:
-        start = time.perf_counter()
-        for _ in range(ops):
-            x.add_(1)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return (time.perf_counter() - start) / ops
-
-    batch()  # warm-up: the first launches load and cache the kernel
-    return statistics.median(batch() for _ in range(repeats))
+    """Seconds the host takes to issue one tiny op on `device` (`host_load.launch_s`): the median
+    over `repeats` batches of `ops`, after one batch of warm-up (the first launches load the kernel)."""
+    x = torch.zeros(1, device=torch.device(device))
+    host_load.launch_s(x, ops)
+    return statistics.median(host_load.launch_s(x, ops) for _ in range(repeats))
 
 
 def weight_bytes(model: nn.Module) -> int:

@@ -5,8 +5,14 @@ is busy: other processes, a hypervisor taking the CPU away (steal time, on a vir
 this process being descheduled. Slow rounds and whole slow processes were seen on the H200 runner
 (README, "Measurement noise and the gate"); these counters say which of the three it was.
 
-Linux only (/proc/stat); elsewhere every reading is None. Reading costs tens of microseconds, so
-it is taken around whole rounds, never inside a step.
+The runner's host also ran slower with none of them showing (a launch cost 50% higher in one cell
+of a process than in the next, no other process and no steal; session 10), so `launch_s` probes
+the host's speed itself: what one tiny launch costs, timed beside every round. A code change does
+not move it; a slower host does, and an eager step moves with it.
+
+The counters are Linux only (/proc/stat); elsewhere every reading is None. Reading costs tens of
+microseconds and a probe a millisecond or two, so both are taken around whole rounds, never inside
+a step.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 try:
     import resource
@@ -26,6 +34,9 @@ PROC_STAT = Path("/proc/stat")
 # USER_HZ ticks; guest time is already counted in user
 BUSY_FIELDS = (0, 1, 2, 5, 6)
 STEAL_FIELD = 7
+# ~1-2 ms of a GPU host's time: nothing beside a round of about a second, and enough launches that
+# one timer tick or one preemption is a small part of it
+LAUNCH_PROBE_OPS = 200
 
 
 @dataclass(frozen=True)
@@ -68,3 +79,16 @@ def between(before: Counters | None, after: Counters | None) -> Load | None:
     # ticks are coarse (10 ms on most kernels): a quiet host can read slightly below this process
     other = max(0.0, after.busy_s - before.busy_s - own)
     return Load(other, after.steal_s - before.steal_s, after.involuntary_switches - before.involuntary_switches)
+
+
+def launch_s(x: torch.Tensor, ops: int = LAUNCH_PROBE_OPS) -> float:
+    """Seconds the host takes to issue one tiny op: `ops` in-place adds to the one-element tensor
+    `x`, then its device synchronised. A GPU runs such an add faster than a host issues it, so on
+    CUDA this is the host's cost per launch, which an eager batch-1 step (a few hundred launches)
+    moves with; on a CPU it is the dispatch cost."""
+    start = time.perf_counter()
+    for _ in range(ops):
+        x.add_(1)
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+    return (time.perf_counter() - start) / ops

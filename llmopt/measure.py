@@ -268,13 +268,16 @@ def timing_stats(measured: timing.Measurement) -> dict:
 
 def host_stats(samples) -> dict:
     """Per round, what else the host did (llmopt.host_load): other processes' CPU-seconds, the
-    hypervisor's steal, and how often this process was preempted; empty off Linux."""
-    loads = [s.host for s in samples]
-    if any(load is None for load in loads):
-        return {}
-    return {"round_other_cpu_s": [load.other_cpu_s for load in loads],
-            "round_steal_s": [load.steal_s for load in loads],
-            "round_involuntary_switches": [load.involuntary_switches for load in loads]}
+    hypervisor's steal, and how often this process was preempted (off Linux, none of them); and how
+    fast the host itself ran around it, its cost of one launch (`round_launch_s`)."""
+    stats, loads, launches = {}, [s.host for s in samples], [s.launch_s for s in samples]
+    if all(load is not None for load in loads):
+        stats = {"round_other_cpu_s": [load.other_cpu_s for load in loads],
+                 "round_steal_s": [load.steal_s for load in loads],
+                 "round_involuntary_switches": [load.involuntary_switches for load in loads]}
+    if all(launch is not None for launch in launches):
+        stats["round_launch_s"] = launches
+    return stats
 
 
 def speculative_stats(gens: list[Generation]) -> dict:

@@ -99,6 +99,9 @@ class Sample:
     device_s: float | None  # CUDA event time of the same region; None off CUDA
     tokens: int
     host: host_load.Load | None = None  # what else the host did meanwhile; None off Linux
+    # the host's cost of one tiny launch, probed just before and just after the pass (their mean):
+    # how fast the host itself ran around this round; None where the timer does not probe
+    launch_s: float | None = None
 
     @property
     def rate(self) -> float:
@@ -114,17 +117,25 @@ class PassTimer:
     """Times one pass with the garbage collector off: wall time on a host clock read after the
     device is synchronised, and on CUDA the time between two events recorded on the current stream
     around the same region. Events measure the stream's timeline, idle gaps included (a host-bound
-    eager decode leaves the GPU waiting), and see only work ordered after them on that stream."""
+    eager decode leaves the GPU waiting), and see only work ordered after them on that stream.
+    With `probe_launches`, the host's cost of one launch (`host_load.launch_s`) is probed on either
+    side of the timed region, outside it."""
 
-    def __init__(self, device: torch.device | str | None = None, clock: Callable[[], float] = time.perf_counter):
+    def __init__(self, device: torch.device | str | None = None, clock: Callable[[], float] = time.perf_counter,
+                 probe_launches: bool = True):
         # without a device, synchronise whenever there is a GPU: a redundant sync costs microseconds,
         # a missing one times only the launches
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.cuda = self.device.type == "cuda"
         self.clock = clock
+        self._probe = torch.zeros(1, device=self.device) if probe_launches else None
+
+    def _launch_s(self) -> float | None:
+        return None if self._probe is None else host_load.launch_s(self._probe)
 
     def __call__(self, pass_fn: Callable[[], int]) -> Sample:
         with no_gc():
+            launch_before = self._launch_s()
             start_unix = time.time()
             counters = host_load.read()  # before both clocks start: a read is not the pass's work
             if self.cuda:
@@ -138,10 +149,12 @@ class PassTimer:
                 torch.cuda.synchronize(self.device)
             wall_s = self.clock() - start
             host = host_load.between(counters, host_load.read())
+            launch_after = self._launch_s()
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens <= 0:
             raise ValueError(f"a pass returns how many tokens it generated (a positive int), got {tokens!r}")
         device_s = begin.elapsed_time(end) / 1e3 if self.cuda else None
-        return Sample(start_unix, wall_s, device_s, tokens, host)
+        launch_s = None if launch_before is None else (launch_before + launch_after) / 2
+        return Sample(start_unix, wall_s, device_s, tokens, host, launch_s)
 
 
 # --- statistics: small pure functions over plain numbers

@@ -95,6 +95,7 @@ def per_cell(runs: list[compare.Run]) -> dict[str, dict]:
 STATISTICS = {"median of all rounds": lambda x: float(np.median(x)), "upper quartile": lambda x: float(np.percentile(x, 75)),
               "fastest round": lambda x: float(np.max(x))}
 HOST_COUNTERS = ("round_other_cpu_s", "round_steal_s", "round_involuntary_switches")
+LAUNCH = "round_launch_s"
 
 
 def has_host_load(record: dict) -> bool:  # runs before llmopt.host_load, or off Linux, lack it
@@ -102,9 +103,16 @@ def has_host_load(record: dict) -> bool:  # runs before llmopt.host_load, or off
 
 
 def statistic_spreads(runs: list[compare.Run]) -> dict[str, dict[str, float]]:
-    """Per cell, the between-process spread of tokens/s under each candidate statistic."""
-    return {"/".join(cell): {name: spread([f(compare.rates(r.cells[cell])[1]) for r in runs])
-                             for name, f in STATISTICS.items()} for cell in runs[0].cells}
+    """Per cell, the between-process spread of tokens/s under each candidate statistic, and of the
+    median of tokens/s x the host's launch cost (`compare.host_normalized`, the gate's reference
+    for naive) where every run probed it: how much of the spread the host's own speed explains."""
+    table = {}
+    for cell in runs[0].cells:
+        table["/".join(cell)] = row = {name: spread([f(compare.rates(r.cells[cell])[1]) for r in runs])
+                                       for name, f in STATISTICS.items()}
+        if all(normalized := [compare.host_normalized(r.cells[cell]) for r in runs]):
+            row["x launch cost"] = spread([n[0] for n in normalized])
+    return table
 
 
 def speedup_spreads(runs: list[compare.Run]) -> dict[str, dict[str, float]]:
@@ -132,7 +140,8 @@ def host_correlations(runs: list[compare.Run]) -> dict[str, dict[str, float | No
             continue
         seconds_per_token = [1 / x for rec in records for x in compare.rates(rec)[1]]
         row = {}
-        for key in HOST_COUNTERS:
+        # the launch probe beside each round (llmopt.host_load.launch_s), where the runs recorded it
+        for key in HOST_COUNTERS + (LAUNCH,) * all(LAUNCH in rec for rec in records):
             counter = [c for rec in records for c in rec[key]]
             rho = spearmanr(seconds_per_token, counter).statistic if len(set(counter)) > 1 else None
             row[key.removeprefix("round_")] = None if rho is None or np.isnan(rho) else float(rho)

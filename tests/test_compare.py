@@ -251,6 +251,31 @@ def test_everything_slower_together_is_a_machine_effect_not_a_failure(tmp_path):
     assert [(f.cell, f.kind) for f in compare.gate(cur, base)] == [(("e2e_nlg", "naive"), "speed")]
 
 
+def with_launch_cost(records, launch_s):
+    """`records` with the host's launch cost probed beside each round (`round_launch_s`)."""
+    return [{**r, "round_launch_s": [launch_s] * len(r["tokens_per_s_rounds"])} for r in records]
+
+
+def test_naive_slower_on_a_host_slower_per_launch_is_a_machine_effect(tmp_path):
+    # naive 15% slower while the host took 18% longer per launch: tokens/s x launch cost held
+    base = with_launch_cost(noisy_matrix(), 6.0e-6)
+    cur = with_launch_cost(noisy_matrix({("e2e_nlg", "naive"): 0.85}, seed=1), 7.1e-6)
+    cur_run, base_run = runs(tmp_path, base, cur)
+    judgement = compare.judge(cur_run, base_run)
+    assert judgement.failures == []
+    assert kinds(judgement)[("e2e_nlg", "naive")] == "machine"
+    assert "tokens/s x the host's launch cost held" in compare.render(cur_run, base_run, [], 0.05)
+
+
+def test_naive_slower_on_an_unchanged_host_still_fails(tmp_path):
+    # the same drop with the host as fast as before: the code
+    base = with_launch_cost(noisy_matrix(), 6.0e-6)
+    cur = with_launch_cost(noisy_matrix({("e2e_nlg", "naive"): 0.85}, seed=1), 6.1e-6)
+    failures = compare.gate(*runs(tmp_path, base, cur))
+    assert [(f.cell, f.kind) for f in failures] == [(("e2e_nlg", "naive"), "speed")]
+    assert "tokens/s x the host's launch cost -" in failures[0].message
+
+
 def test_outputs_are_compared_only_between_equal_checkpoint_fingerprints(tmp_path):
     same = {"checkpoint_sha256": "f" * 64}
     changed = noisy_matrix(**same)

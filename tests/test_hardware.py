@@ -50,8 +50,8 @@ def test_host_op_s_is_a_launch_cost_per_op():
     assert host_op_s(device, ops=2000, repeats=3) < 5 * one
 
 
-def test_hardware_imports_only_the_model_layer():
-    assert {m.split(".")[0] for m in graph()["hardware"]} <= {"models"}
+def test_hardware_imports_only_the_model_layer_and_the_launch_probe():
+    assert {m.split(".")[0] for m in graph()["hardware"]} <= {"models", "host_load"}
 
 
 @pytest.mark.skipif(CUDA, reason="checks what a CPU-only machine reports")

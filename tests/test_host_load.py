@@ -1,9 +1,10 @@
-"""Host-load counters around a timed round, on fake /proc/stat files."""
+"""Host-load counters and the launch-cost probe around a timed round (counters on fake /proc/stat files)."""
 
 import os
 import sys
 
 import pytest
+import torch
 
 from llmopt import host_load, measure
 from llmopt.timing import PassTimer, Sample
@@ -38,3 +39,18 @@ def test_every_timed_round_records_the_host_load():
     stats = measure.host_stats(samples)
     assert len(stats["round_other_cpu_s"]) == len(stats["round_steal_s"]) == 3
     assert measure.host_stats([Sample(0.0, 1.0, None, 1)]) == {}
+
+
+def test_every_timed_round_records_the_hosts_launch_cost_outside_its_time():
+    clock = iter(range(100))  # a fake clock read twice per pass: each pass lasts exactly 1 s
+    timer = PassTimer("cpu", lambda: float(next(clock)))
+    samples = [timer(lambda: 10) for _ in range(3)]
+    assert [s.wall_s for s in samples] == [1.0] * 3  # the probes on either side are not in it
+    assert all(0 < s.launch_s < 0.01 for s in samples)
+    assert measure.host_stats(samples)["round_launch_s"] == [s.launch_s for s in samples]
+    assert PassTimer("cpu", probe_launches=False)(lambda: 10).launch_s is None
+
+
+def test_the_launch_probe_issues_the_ops_it_is_asked_for():
+    x = torch.zeros(1)
+    assert host_load.launch_s(x, ops=7) > 0 and x.item() == 7
