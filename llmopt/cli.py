@@ -1,4 +1,8 @@
-"""Command line: `llmopt train`, `bench`, `compare` and `report` (run `llmopt COMMAND --help`)."""
+"""Command line: `llmopt train`, `bench`, `compare` and `report` (run `llmopt COMMAND --help`).
+
+Each command imports what it runs (torch, the model, the measurement) when it runs, so `--help`
+and a bad argument answer at once; nothing here is lazy to dodge a circle (tests/test_architecture.py
+counts function-level imports too)."""
 
 from __future__ import annotations
 
