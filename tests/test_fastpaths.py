@@ -227,7 +227,7 @@ def test_composed_names_validate_and_fail_early():
     assert get_strategy("flash2").dtype == torch.float16
     assert technique_objective("ss") == "ss" and technique_objective("half+graphs") == "lm"
     bad = {
-        "hf+graphs": "hf combines with nothing",
+        "hf+graphs": "hf .* combines only with pld or sps", "hf+pld+half": "combines only with pld or sps",
         "graphs+graphs": "more than once",
         "naive+flash2": "no float32 kernels",
         "naive+half": "conflicting precisions",

@@ -107,8 +107,10 @@ def test_pld_composes_with_a_precision_only():
     assert get_strategy("pld+bf16").dtype == torch.bfloat16
     assert get_strategy("pld+half", dtype="bfloat16").dtype == torch.bfloat16
     assert get_strategy("pld").objective == "lm"
+    stock = get_strategy("hf+pld", num_draft=5)  # transformers' own prompt lookup, the stock reference
+    assert stock.name == "hf+pld" and stock.config()["num_draft"] == 5 and stock.config()["extra_parameters"] == 0
     bad = {"pld+ss": "both drafting methods", "pld+graphs": "pld\\+graphs is not built yet",
-           "pld+flash2": "pld\\+flash2 is not built yet", "pld+hf": "hf combines with nothing",
+           "pld+flash2": "pld\\+flash2 is not built yet", "pld+hf+sps": "hf .* combines only with pld or sps",
            "pld+half+bf16": "conflicting precisions"}
     for name, why in bad.items():
         with pytest.raises(ValueError, match=why):

@@ -379,7 +379,7 @@ def test_composed_ss_names():
     flash = get_strategy("ss+flash2+graphs")
     assert flash.dtype == torch.float16 and flash.attention_provider == "sdpa_efficient"
     assert get_strategy("ss").dtype == torch.float32
-    bad = {"ss+hf": "hf combines with nothing", "ss+best": "best is a preset",
+    bad = {"ss+hf": "hf .* combines only with pld or sps", "ss+best": "best is a preset",
            "ss+naive+flash2": "no float32 kernels"}
     for name, why in bad.items():
         with pytest.raises(ValueError, match=why):

@@ -18,7 +18,7 @@ from .ss import SpecStream
 from .techniques import (GROUPS, TECHNIQUES, expand_techniques, known_technique, parse_technique,  # noqa: F401
                          technique_objective, technique_parts, validate_technique)
 
-OWN_CLASS = {("hf",): HF, ("naive",): Naive, ("half",): Half}  # names alone whose strategy has its own class
+OWN_CLASS = {("naive",): Naive, ("half",): Half}  # names alone whose strategy has its own class
 # the strategy of each drafting method (with whatever parts it composes with)
 DRAFTERS = {"ss": SpecStream, "pld": PromptLookup, "sps": DraftModelSpeculation, "medusa": Medusa}
 
@@ -27,6 +27,8 @@ def get_strategy(name: str, **options) -> Strategy:
     """A technique, or a combination such as 'half+graphs' (see strategies/techniques.py); an
     unknown or impossible name raises ValueError saying why, before any work."""
     technique = parse_technique(name)
+    if technique.stock:  # hf, hf+pld, hf+sps: transformers' generate runs them all
+        return HF(technique, **options)
     if technique.parts in OWN_CLASS:
         strategy = OWN_CLASS[technique.parts](**options)
         strategy.name = technique.name

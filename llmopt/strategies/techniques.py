@@ -22,7 +22,9 @@ Techniques and what each adds:
   medusa  Medusa-1 (strategies/medusa.py): heads on the last hidden state draft a tree, verified
           with the tree mask; composes with a precision
   best    a preset: the fastest composition measured, ss+flash2+graphs (fp16; see BEST)
-  hf      stands alone (stock transformers)
+  hf      stock transformers generate(); hf+pld and hf+sps are transformers' own prompt lookup
+          (prompt_lookup_num_tokens) and assisted generation (assistant_model, the sps draft):
+          the stock references for our pld and sps
 
 Drafting methods (ss and its peers, DRAFTING) exclude one another: a step verifies one draft. The
 peers' steps run eagerly over the dynamic cache: with flash2 or graphs they are refused, as not
@@ -46,9 +48,9 @@ PRECISION = {"naive": torch.float32, "half": torch.float16, "bf16": torch.bfloat
 # the fastest composition in the saved runs (NVIDIA H100, 2026-11-26: 1366 / 1410 tokens/s on E2E /
 # Spider, ss+half+graphs 1374 / 1298, flash2+graphs 883 / 896)
 BEST = ("ss", "flash2", "graphs")
-ALONE = {
-    "hf": "hf is stock transformers generate(), which none of our fast paths can change",
-}
+# hf is stock transformers generate(): none of our fast paths can change it, but transformers has
+# its own prompt lookup and assisted generation, the stock references for pld and sps
+HF_WITH = {"pld": "prompt_lookup_num_tokens", "sps": "assistant_model"}
 DRAFTING = ("ss", "pld", "sps", "medusa")  # each drafts and verifies its own way: at most one per technique
 PEERS = ("pld", "sps", "medusa")  # Speculative Streaming's peers (the paper's related work), as built here
 PEERS_NOT_BUILT = ("flash2", "graphs")  # parts a peer's eager step does not compose with yet
@@ -99,6 +101,11 @@ class Technique:
         return "ss" in self.parts
 
     @property
+    def stock(self) -> bool:
+        """Stock transformers generate() runs it: hf, hf+pld, hf+sps."""
+        return "hf" in self.parts
+
+    @property
     def drafting(self) -> str | None:
         """The drafting method (one of DRAFTING), or None for plain decoding."""
         return next((p for p in self.parts if p in DRAFTING), None)
@@ -128,9 +135,10 @@ def parse_technique(name: str) -> Technique:
     if dupes:
         raise ValueError(f"{name!r}: {', '.join(dupes)} named more than once")
     if len(parts) > 1:
-        for alone, why in ALONE.items():
-            if alone in parts:
-                raise ValueError(f"{name!r}: {alone} combines with nothing: {why}")
+        if "hf" in parts and (len(parts) != 2 or not set(parts) & set(HF_WITH)):
+            raise ValueError(f"{name!r}: hf is stock transformers generate(), which none of our fast paths can "
+                             f"change; it combines only with pld or sps (transformers' own "
+                             f"{' and '.join(HF_WITH.values())}): hf+pld, hf+sps")
         if "best" in parts:
             raise ValueError(f"{name!r}: best is a preset ({'+'.join(BEST)}) and combines with nothing")
     if parts == ("best",):
