@@ -89,9 +89,11 @@ def _drafting(technique: str) -> set[str]:
 
 def plain_twin(run: Run, cell: tuple[str, str]) -> str | None:
     """The technique a drafting cell should beat: its parts without the drafting method, captured
-    (`ss+half` -> `half+graphs`, `pld` -> `graphs`, `best` -> `flash2+graphs`), if the run has it."""
+    (`ss+half` -> `half+graphs`, `pld` -> `graphs`, `best` -> `flash2+graphs`), if the run has it;
+    a stock reference's is stock generate (`hf+pld` -> `hf`), which has no captured step."""
     dataset, technique = cell
-    want = (set(technique_parts(technique)) - _drafting(technique)) | {"graphs"}
+    plain = set(technique_parts(technique)) - _drafting(technique)
+    want = plain if "hf" in plain else plain | {"graphs"}
     return next((t for d, t in run.cells if d == dataset and set(technique_parts(t)) == want), None)
 
 

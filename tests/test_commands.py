@@ -58,6 +58,20 @@ def bench_json(env, tmp_path_factory):
     return result, out
 
 
+def test_the_stock_references_run_beside_the_peers_they_mirror(env, tmp_path):
+    """hf+pld and hf+sps (transformers' prompt lookup and assisted generation) in a benchmark: hf+sps
+    gets the draft the session trains for sps, and both emit plain greedy's tokens."""
+    out = tmp_path / "peers.json"
+    result = run([*MAIN, "--datasets", "e2e_nlg", "--techniques", "naive,sps,hf+pld,hf+sps", *SMALL,
+                  "--json", str(out)], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = {r["technique"]: r for r in json.loads(out.read_text())}
+    assert all(r["match_naive"] == 1.0 for r in records.values())
+    assert records["hf+sps"]["config"]["draft"] == records["sps"]["config"]["draft"]
+    assert records["hf+sps"]["extra_parameters"] == records["sps"]["extra_parameters"] > 0
+    assert records["hf+pld"]["extra_parameters"] == 0 and records["hf+pld"]["mean_accepted_tokens"] >= 1
+
+
 def test_llmopt_bench_prints_the_table_and_writes_json(bench_json):
     result, out = bench_json
     no_traceback(result)

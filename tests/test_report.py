@@ -129,14 +129,18 @@ def test_the_peers_table_weighs_each_drafting_method_against_naive_and_its_plain
                     extra_parameters=3072, extra_parameter_bytes=6144, checkpoint_train_time_s=115.0),
                cell("e2e_nlg", "medusa", 420.0, mean_accepted_tokens=2.1, extra_parameters=7_100_000,
                     extra_parameter_bytes=28_400_000, checkpoint_train_time_s=90.0, drafter_train_time_s=40.0),
-               cell("e2e_nlg", "pld", 300.0, mean_accepted_tokens=1.4, extra_parameters=0, extra_parameter_bytes=0)]
+               cell("e2e_nlg", "pld", 300.0, mean_accepted_tokens=1.4, extra_parameters=0, extra_parameter_bytes=0),
+               cell("e2e_nlg", "hf", 140.0), cell("e2e_nlg", "hf+pld", 210.0, mean_accepted_tokens=1.6,
+                                                  extra_parameters=0, extra_parameter_bytes=0)]
     run = load_run(saved_run(tmp_path / "run.json", records))
     assert report.plain_twin(run, ("e2e_nlg", "ss")) == "graphs"
+    assert report.plain_twin(run, ("e2e_nlg", "hf+pld")) == "hf"  # stock generate has no captured step
     assert report.plain_twin(run, ("e2e_nlg", "ss+half+graphs")) == "half+graphs"
     text = report.markdown([run])
     assert "| E2E-NLG | ss (fp32) | 560.0 | 2.00× | 0.56× (`graphs`) | 2.60 | 3.1 k (12.0 KiB) | 115 s | – |" in text
     assert "| E2E-NLG | ss+half+graphs (fp16) | 2200.0 | 7.86× | 2.00× (`half+graphs`) | 2.60 | 3.1 k (6.0 KiB) |" in text
     assert "| E2E-NLG | medusa (fp32) | 420.0 | 1.50× | 0.42× (`graphs`) | 2.10 | 7.1 M (27.1 MiB) | 90 s | 40 s |" in text
     assert "| E2E-NLG | pld (fp32) | 300.0 | 1.07× | 0.30× (`graphs`) | 1.40 | 0 (0.0 KiB) | – | – |" in text
+    assert "| E2E-NLG | hf+pld (fp32) | 210.0 | 0.75× | 1.50× (`hf`) | 1.60 |" in text
     # a run without drafting cells has no peers table
-    assert "its peers" not in report.markdown([load_run(saved_run(tmp_path / "plain.json", records[:3]))])
+    assert "its peers" not in report.markdown([load_run(saved_run(tmp_path / "plain.json", records[:3] + records[7:8]))])

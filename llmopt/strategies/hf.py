@@ -54,9 +54,6 @@ class HF(Strategy):
         self.draft = None if draft is None else Path(draft)
         if min(self.num_draft, self.max_ngram, self.k) < 1:
             raise ValueError(f"{technique.label}: num_draft, max_ngram and k must be at least 1")
-        if self.method == "sps" and self.draft is None:
-            raise ValueError(f"{technique.label} needs a draft model: option draft=<checkpoint directory> "
-                             "(one trained with the target's tokenizer: llmopt.train.draft_recipe)")
 
     def _load(self, checkpoint) -> GPTNeoForCausalLM:
         model = GPTNeoForCausalLM.from_pretrained(checkpoint, dtype=self.dtype, attn_implementation="eager")
@@ -66,6 +63,9 @@ class HF(Strategy):
         return model.to(self.device).eval()
 
     def prepare(self, checkpoint, device):
+        if self.method == "sps" and self.draft is None:
+            raise ValueError(f"{self.technique.label} needs a draft model: option draft=<checkpoint directory> "
+                             "(one trained with the target's tokenizer: llmopt.train.draft_recipe)")
         self.device = torch.device(device)
         self.model = self._load(checkpoint)
         self.assistant = self._load(self.draft) if self.method == "sps" else None
