@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmopt.spec_stream.lookup import LookupDecoder
+from llmopt.spec_stream.lookup import LookupDecoder, StaticLookupDecoder
 
 from greedy_cases import assert_decodes_like_greedy, random_model, runs, tiny_configs
 
@@ -26,4 +26,16 @@ def cases(draw):
 def test_pld_decoding_equals_greedy(case):
     model = random_model(case["config"], case["seed"])
     decoder = LookupDecoder(model, case["num_draft"], case["max_ngram"], case["min_ngram"])
+    assert_decodes_like_greedy(model, decoder, case["run"])
+
+
+@settings(max_examples=60, derandomize=True, deadline=None)
+@given(cases(), st.booleans())
+@torch.inference_mode()
+def test_pld_static_chain_step_equals_greedy(case, fused):
+    """pld+graphs' step, uncaptured: the chain verified over a static cache with padding rows."""
+    model = random_model(case["config"], case["seed"])
+    if fused:
+        model.fuse_qkv()
+    decoder = StaticLookupDecoder(model, case["num_draft"], case["max_ngram"], case["min_ngram"])
     assert_decodes_like_greedy(model, decoder, case["run"])

@@ -1,7 +1,7 @@
 """The static decode steps under torch.compile (capture.py's "torch.compile" runtime), on the CPU.
 
-The plain step (models/static_cache.py) and Speculative Streaming's tree step (spec_stream/static.py,
-unpadded and padded) each compile to one graph (fullgraph=True) per bucket during setup and never
+The plain step (models/static_cache.py), Speculative Streaming's tree step (spec_stream/static.py,
+unpadded and padded) and prompt lookup's chain step (spec_stream/static_chain.py) each compile to one graph (fullgraph=True) per bucket during setup and never
 again while decoding; every tensor they read has a static address and no two share storage (what
 mode="reduce-overhead" needs to keep a step in one CUDA graph without copying inputs in at each
 replay); inductor writes the KV cache in place, not by copying a layer; and the compiled steps emit
@@ -21,6 +21,7 @@ from llmopt.generation import Clock, greedy
 from llmopt.models.gpt_neo import GPTNeo, make_config
 from llmopt.models.static_cache import StaticDecoder
 from llmopt.spec_stream import SpecStreamModel
+from llmopt.spec_stream.lookup import StaticLookupDecoder
 from llmopt.spec_stream.static import StaticTreeDecoder
 
 CLOCK = Clock("cpu")
@@ -168,3 +169,22 @@ def test_inductor_tree_step_decodes_like_greedy():
     assert recorder.graphs == 1
     assert_tree_decodes_like_greedy(model, decoder)
     assert recorder.graphs == 1
+
+
+@torch.inference_mode()
+def test_chain_step_compiles_once_per_bucket_and_decodes_like_greedy():
+    """pld+graphs' step: drafts of every length (padding rows included) through one graph per bucket."""
+    model = lm()
+    decoder = StaticLookupDecoder(model, num_draft=6, max_len=64)
+    recorder = Recorder()
+    decoder.runner = GraphRunner(decoder, "torch.compile", 40, backend=recorder)
+    buckets = len(decoder.runner.lengths)
+    assert buckets >= 2 and recorder.graphs == buckets
+    accepted = 0
+    for prompt, max_new in zip(PROMPTS + [[7, 1, 4, 2] * 5], (8, 30, 40, 40)):
+        out = decoder.generate(prompt, max_new, None, CLOCK)
+        assert out.tokens == greedy(model, prompt, max_new, None, CLOCK).tokens
+        accepted += sum(out.stats["accepted_per_step"])
+    assert accepted > 0  # some drafts were right: the chain step did the work
+    assert recorder.graphs == buckets  # no recompile while decoding
+    recorder.assert_static_inputs()

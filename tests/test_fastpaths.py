@@ -270,9 +270,10 @@ gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 
 @gpu
 @pytest.mark.parametrize("runtime", ["cuda_graph", "torch.compile"])
-def test_graphs_on_cuda_equal_naive(checkpoint, runtime):
+@pytest.mark.parametrize("name", ["graphs", "pld+graphs"])
+def test_graphs_on_cuda_equal_naive(checkpoint, name, runtime):
     _, ref = run("naive", checkpoint, "cuda")
-    strategy, got = run("graphs", checkpoint, "cuda", runtime=runtime, bucket=64)
+    strategy, got = run(name, checkpoint, "cuda", runtime=runtime, bucket=64)
     assert [g.tokens for g in got] == [g.tokens for g in ref]
     assert strategy.runtime == runtime and strategy.setup_s > 0
 
@@ -296,6 +297,13 @@ def test_flash2_on_cuda_runs_and_records_provider(checkpoint, name):
     _, ref = run("half" if strategy.dtype == torch.float16 else "bf16", checkpoint, "cuda")
     same = sum(a.tokens[:8] == b.tokens[:8] for a, b in zip(got, ref))
     assert same >= len(ref) // 2
+
+
+@gpu
+def test_pld_half_graphs_on_cuda_agree_with_half(checkpoint):
+    _, half = run("half", checkpoint, "cuda")
+    _, composed = run("pld+half+graphs", checkpoint, "cuda", bucket=64)
+    assert sum(a.tokens == b.tokens for a, b in zip(composed, half)) >= len(half) - 1
 
 
 @pytest.fixture(scope="module")

@@ -101,6 +101,24 @@ def test_strategy_matches_naive(tmp_path):
         assert len(out.stats["accepted_per_depth"]) == len(out.stats["proposed_per_depth"]) == 5
 
 
+def test_pld_with_graphs_runs_its_static_chain_step_and_matches_naive(tmp_path):
+    save_tiny_checkpoint(tmp_path, 30, window_size=8)
+    naive = get_strategy("naive", dtype="float64")
+    naive.prepare(tmp_path, "cpu")
+    pld = get_strategy("pld+graphs", dtype="float64", num_draft=5, runtime="static", bucket=32)
+    pld.prepare(tmp_path, "cpu")  # runtime static: the step uncaptured, as on a CPU it must be
+    config = pld.config()
+    assert (config["runtime"], config["techniques"], config["graph_bucket"]) == ("static", "pld+graphs", 32)
+    for prompt in random_prompts(4, 30, 40) + [[3, 4, 5] * 8]:
+        expected = naive.generate(prompt, 30, 7)
+        out = pld.generate(prompt, 30, 7)
+        assert out.tokens == expected.tokens and out.forward_calls <= expected.forward_calls
+    with pytest.raises(ValueError, match="needs a CUDA GPU"):
+        get_strategy("pld+graphs").prepare(tmp_path, "cpu")  # captured (the default runtime) on a CPU
+    with pytest.raises(ValueError, match="options of graphs"):
+        get_strategy("pld", runtime="static")
+
+
 def test_pld_composes_with_a_precision_only():
     assert get_strategy("pld").dtype == torch.float32
     assert get_strategy("pld+half").dtype == torch.float16
@@ -109,7 +127,7 @@ def test_pld_composes_with_a_precision_only():
     assert get_strategy("pld").objective == "lm"
     stock = get_strategy("hf+pld", num_draft=5)  # transformers' own prompt lookup, the stock reference
     assert stock.name == "hf+pld" and stock.config()["num_draft"] == 5 and stock.config()["extra_parameters"] == 0
-    bad = {"pld+ss": "both drafting methods", "pld+graphs": "pld\\+graphs is not built yet",
+    bad = {"pld+ss": "both drafting methods", "sps+graphs": "sps\\+graphs is not built yet", "medusa+half+graphs": "medusa\\+graphs is not",
            "pld+flash2": "pld\\+flash2 is not built yet", "pld+hf+sps": "hf .* combines only with pld or sps",
            "pld+half+bf16": "conflicting precisions"}
     for name, why in bad.items():

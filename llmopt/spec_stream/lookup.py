@@ -20,6 +20,7 @@ import torch
 
 from ..models.gpt_neo import GPTNeo, KVCache
 from .chain import ChainDecoder, ChainState
+from .static_chain import StaticChainDecoder
 
 DEFAULT_NUM_DRAFT = 10
 DEFAULT_MAX_NGRAM = 3
@@ -80,22 +81,41 @@ class LookupState(ChainState):
     index: NgramIndex | None = None  # set by new_state
 
 
-class LookupDecoder(ChainDecoder):
-    """Prompt lookup decoding over the plain model: the draft is the index's lookup."""
+class LookupDrafting:
+    """Prompt lookup as a chain's drafter: the state keeps an n-gram index of the history, and a
+    draft is its lookup. Mixed into a chain decoder, dynamic or static."""
 
     state_type = LookupState
-
-    def __init__(self, model: GPTNeo, num_draft: int = DEFAULT_NUM_DRAFT, max_ngram: int = DEFAULT_MAX_NGRAM,
-                 min_ngram: int = DEFAULT_MIN_NGRAM):
-        num_draft, self.max_ngram, self.min_ngram = check_ngrams(num_draft, max_ngram, min_ngram)
-        super().__init__(model, num_draft)
+    min_ngram: int
+    max_ngram: int
 
     def new_state(self, cache: KVCache, root: torch.Tensor, prompt: list[int], max_new_tokens: int) -> LookupState:
         state = super().new_state(cache, root, prompt, max_new_tokens)
         state.index = NgramIndex(self.min_ngram, self.max_ngram, state.history)
         return state
 
-    def draft(self, state: LookupState, length: int) -> torch.Tensor:
+    def draft_tokens(self, state: LookupState, length: int) -> list[int]:
         index = state.index
         index.extend(state.history[len(index):])  # the last step's tokens
-        return torch.tensor(index.lookup(length), dtype=torch.long, device=self.device)
+        return index.lookup(length)
+
+
+class LookupDecoder(LookupDrafting, ChainDecoder):
+    """Prompt lookup decoding over the plain model and its dynamic cache."""
+
+    def __init__(self, model: GPTNeo, num_draft: int = DEFAULT_NUM_DRAFT, max_ngram: int = DEFAULT_MAX_NGRAM,
+                 min_ngram: int = DEFAULT_MIN_NGRAM):
+        num_draft, self.max_ngram, self.min_ngram = check_ngrams(num_draft, max_ngram, min_ngram)
+        super().__init__(model, num_draft)
+
+    def draft(self, state: LookupState, length: int) -> torch.Tensor:
+        return torch.tensor(self.draft_tokens(state, length), dtype=torch.long, device=self.device)
+
+
+class StaticLookupDecoder(LookupDrafting, StaticChainDecoder):
+    """Prompt lookup decoding with the static, capturable verify step (`pld+graphs`)."""
+
+    def __init__(self, model: GPTNeo, num_draft: int = DEFAULT_NUM_DRAFT, max_ngram: int = DEFAULT_MAX_NGRAM,
+                 min_ngram: int = DEFAULT_MIN_NGRAM, max_len: int | None = None):
+        num_draft, self.max_ngram, self.min_ngram = check_ngrams(num_draft, max_ngram, min_ngram)
+        super().__init__(model, num_draft, max_len)

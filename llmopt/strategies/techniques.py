@@ -17,6 +17,7 @@ Techniques and what each adds:
           step is captured (spec_stream/static.py)
   pld     prompt lookup decoding (strategies/pld.py): n-gram drafts copied from the prompt and
           the output so far, verified as a chain by the plain model; composes with a precision
+          and graphs (the chain's verify step captured: spec_stream/static_chain.py)
   sps     two-model speculative decoding (strategies/sps.py): a small draft GPT-Neo drafts a
           chain; composes with a precision (the draft runs in it too)
   medusa  Medusa-1 (strategies/medusa.py): heads on the last hidden state draft a tree, verified
@@ -27,8 +28,8 @@ Techniques and what each adds:
           the stock references for our pld and sps
 
 Drafting methods (ss and its peers, DRAFTING) exclude one another: a step verifies one draft. The
-peers' steps run eagerly over the dynamic cache: with flash2 or graphs they are refused, as not
-built yet (PEERS_NOT_BUILT).
+peers' steps run eagerly over the dynamic cache, but pld's also as a captured static step
+(pld+graphs); the other mixes are refused as not built yet (PEERS_NOT_BUILT).
 
 Groups (GROUPS, expand_techniques): a name standing for several techniques in a list, e.g.
 `peers`, the methods Speculative Streaming is compared against.
@@ -53,7 +54,8 @@ BEST = ("ss", "flash2", "graphs")
 HF_WITH = {"pld": "prompt_lookup_num_tokens", "sps": "assistant_model"}
 DRAFTING = ("ss", "pld", "sps", "medusa")  # each drafts and verifies its own way: at most one per technique
 PEERS = ("pld", "sps", "medusa")  # Speculative Streaming's peers (the paper's related work), as built here
-PEERS_NOT_BUILT = ("flash2", "graphs")  # parts a peer's eager step does not compose with yet
+# parts a peer's step does not compose with yet (pld+graphs: spec_stream/static_chain.py)
+PEERS_NOT_BUILT = {"pld": ("flash2",), "sps": ("flash2", "graphs"), "medusa": ("flash2", "graphs")}
 GROUPS = {"peers": PEERS}
 PROVIDERS = ("auto", "flash_attn", "sdpa_flash")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -151,11 +153,11 @@ def parse_technique(name: str) -> Technique:
     if len(drafting) > 1:
         raise ValueError(f"{name!r}: {' and '.join(drafting)} are both drafting methods; a step verifies "
                          "one draft, so they do not combine")
-    for part in PEERS_NOT_BUILT:
-        if part in parts and drafting and drafting[0] in PEERS:
-            raise ValueError(f"{name!r}: {drafting[0]}+{part} is not built yet ({drafting[0]}'s step runs "
-                             f"eagerly over the dynamic cache); compose {drafting[0]} with a precision: "
-                             f"{drafting[0]}+half, {drafting[0]}+bf16")
+    for part in PEERS_NOT_BUILT.get(drafting[0] if drafting else "", ()):
+        if part in parts:
+            peer = drafting[0]
+            built = ", ".join(f"{peer}+{p}" for p in ("half", "bf16", *(("half+graphs",) if peer == "pld" else ())))
+            raise ValueError(f"{name!r}: {peer}+{part} is not built yet; compose {peer} with: {built}")
     if "flash2" in parts and precisions == ["naive"]:
         raise ValueError(f"{name!r}: naive runs in float32 and FlashAttention-2 has no float32 kernels: "
                          "use flash2 (fp16), half+flash2 or bf16+flash2")
