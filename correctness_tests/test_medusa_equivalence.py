@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmopt.spec_stream.medusa import MedusaDecoder, MedusaModel
+from llmopt.spec_stream.medusa import MedusaDecoder, MedusaModel, StaticMedusaDecoder
 
 from greedy_cases import assert_decodes_like_greedy, random_model, runs, tiny_configs
 
@@ -24,10 +24,12 @@ def cases(draw):
 
 
 @settings(max_examples=80, derandomize=True, deadline=None)
-@given(cases())
+@given(cases(), st.booleans())
 @torch.inference_mode()
-def test_medusa_decoding_equals_greedy(case):
+def test_medusa_decoding_equals_greedy(case, static):
+    """Over the dynamic cache, or with medusa+graphs' static step (uncaptured)."""
     base = random_model(case["config"], case["seed"])
     build = MedusaModel.from_base if case["fresh"] else MedusaModel.random
     model = build(base, case["gamma"], case["share_head"])
-    assert_decodes_like_greedy(base, MedusaDecoder(model, case["topk"]), case["run"])
+    decoder = (StaticMedusaDecoder if static else MedusaDecoder)(model, case["topk"])
+    assert_decodes_like_greedy(base, decoder, case["run"])

@@ -1,7 +1,8 @@
 """The static decode steps under torch.compile (capture.py's "torch.compile" runtime), on the CPU.
 
 The plain step (models/static_cache.py), Speculative Streaming's tree step (spec_stream/static.py,
-unpadded and padded) and prompt lookup's chain step (spec_stream/static_chain.py) each compile to one graph (fullgraph=True) per bucket during setup and never
+unpadded and padded), Medusa's tree step (spec_stream/medusa.py) and prompt lookup's chain step
+(spec_stream/static_chain.py) each compile to one graph (fullgraph=True) per bucket during setup and never
 again while decoding; every tensor they read has a static address and no two share storage (what
 mode="reduce-overhead" needs to keep a step in one CUDA graph without copying inputs in at each
 replay); inductor writes the KV cache in place, not by copying a layer; and the compiled steps emit
@@ -22,6 +23,7 @@ from llmopt.models.gpt_neo import GPTNeo, make_config
 from llmopt.models.static_cache import StaticDecoder
 from llmopt.spec_stream import SpecStreamModel
 from llmopt.spec_stream.lookup import StaticLookupDecoder
+from llmopt.spec_stream.medusa import MedusaModel, StaticMedusaDecoder
 from llmopt.spec_stream.static import StaticTreeDecoder
 
 CLOCK = Clock("cpu")
@@ -186,5 +188,21 @@ def test_chain_step_compiles_once_per_bucket_and_decodes_like_greedy():
         assert out.tokens == greedy(model, prompt, max_new, None, CLOCK).tokens
         accepted += sum(out.stats["accepted_per_step"])
     assert accepted > 0  # some drafts were right: the chain step did the work
+    assert recorder.graphs == buckets  # no recompile while decoding
+    recorder.assert_static_inputs()
+
+
+@torch.inference_mode()
+def test_medusa_tree_step_compiles_once_per_bucket_and_decodes_like_greedy():
+    base = lm()
+    model = MedusaModel.from_base(base, 3).eval()  # fresh heads: each guesses the next token
+    decoder = StaticMedusaDecoder(model, (2, 2, 1), max_len=64)
+    recorder = Recorder()
+    decoder.runner = GraphRunner(decoder, "torch.compile", 40, backend=recorder)
+    buckets = len(decoder.runner.lengths)
+    assert buckets >= 2 and recorder.graphs == buckets
+    for prompt, max_new in zip(PROMPTS + [[7, 1, 4, 2] * 5], (8, 30, 40, 40)):
+        out = decoder.generate(prompt, max_new, None, CLOCK)
+        assert out.tokens == greedy(base, prompt, max_new, None, CLOCK).tokens
     assert recorder.graphs == buckets  # no recompile while decoding
     recorder.assert_static_inputs()

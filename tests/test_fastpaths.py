@@ -306,6 +306,18 @@ def test_pld_half_graphs_on_cuda_agree_with_half(checkpoint):
     assert sum(a.tokens == b.tokens for a, b in zip(composed, half)) >= len(half) - 1
 
 
+@gpu
+@pytest.mark.parametrize("runtime", ["cuda_graph", "torch.compile"])
+def test_medusa_graphs_on_cuda_equal_naive(checkpoint, tmp_path, runtime):
+    from llmopt.spec_stream.medusa import MedusaModel
+
+    MedusaModel.random(GPTNeo.from_pretrained(checkpoint), 3, seed=2, std=0.5).save_pretrained(tmp_path)
+    _, ref = run("naive", checkpoint, "cuda")
+    strategy, got = run("medusa+graphs", checkpoint, "cuda", heads=tmp_path, runtime=runtime, bucket=64)
+    assert [g.tokens for g in got] == [g.tokens for g in ref]
+    assert strategy.runtime == runtime and strategy.setup_s > 0
+
+
 @pytest.fixture(scope="module")
 def ss_checkpoint(tmp_path_factory):
     from llmopt.spec_stream import SpecStreamModel

@@ -100,17 +100,22 @@ def test_strategy_matches_naive(tmp_path):
     drafting = heads.drafting_modules().to(torch.float64)
     assert config["extra_parameters"] == sum(p.numel() for p in drafting.parameters())
     assert config["extra_parameter_bytes"] == param_bytes(drafting)
+    # medusa+graphs: the static step, uncaptured on a CPU
+    static = get_strategy("medusa+graphs", dtype="float64", topk="2,2,1,1", runtime="static", bucket=32)
+    static.prepare(tmp_path, "cpu")
+    assert (static.config()["runtime"], static.config()["graph_bucket"]) == ("static", 32)
     for prompt in random_prompts(6, 30, 40):
         expected = naive.generate(prompt, 30, 7)
-        out = medusa.generate(prompt, 30, 7)
-        assert out.tokens == expected.tokens and out.forward_calls <= expected.forward_calls
+        for strategy in (medusa, static):
+            out = strategy.generate(prompt, 30, 7)
+            assert out.tokens == expected.tokens and out.forward_calls <= expected.forward_calls
 
 
-def test_medusa_composes_with_a_precision_only(tmp_path):
+def test_medusa_composes_with_a_precision_and_graphs(tmp_path):
     assert get_strategy("medusa+half").dtype == torch.float16
     assert get_strategy("medusa+bf16").dtype == torch.bfloat16
-    for name, why in {"medusa+ss": "both drafting methods", "medusa+graphs": "not built yet",
-                      "medusa+flash2": "not built yet"}.items():
+    assert get_strategy("medusa+half+graphs").dtype == torch.float16
+    for name, why in {"medusa+ss": "both drafting methods", "medusa+flash2": "not built yet"}.items():
         with pytest.raises(ValueError, match=why):
             get_strategy(name)
     save_tiny_checkpoint(tmp_path, 30)

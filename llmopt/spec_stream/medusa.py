@@ -9,7 +9,9 @@ objective of llmopt.train: Σ_k 0.8^k CE_k, Medusa-1's weights), so the model it
 Decoding reuses Speculative Streaming's machinery: the heads' top-k tokens form a DraftTree (head
 k at depth k), one forward over the flattened tree with the ancestor mask verifies it, and the
 accepted path is committed as ss commits (decode.commit_tree); the heads at the last accepted node
-draft the next tree.
+draft the next tree. `medusa+graphs` runs the same step over a static cache, captured once per
+bucket (StaticMedusaDecoder, on static.py's StaticTreeStep): draft, verify, commit and the heads'
+next logits all on the device, one host sync per step.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import nn
 from ..models.gpt_neo import GPTNeo
 from .decode import DraftLoop, State, commit_tree
 from .loss import IGNORE
+from .static import MASKED_KERNELS, StaticTreeStep
 from .tree import DraftTree
 
 HEADS_WEIGHTS = "medusa.safetensors"
@@ -208,3 +211,34 @@ class MedusaDecoder(DraftLoop):
         last = self.tree.accept(ids, predicted).view(1)
         state.stream_logits = self.model.head_logits(h.index_select(0, last)[0])  # queued before the sync
         return commit_tree(self.tree, state, predicted, last)
+
+
+class StaticMedusaDecoder(StaticTreeStep, MedusaDecoder):
+    """Medusa's verify-and-draft step with static shapes (`medusa+graphs`): `runner` (set by the
+    caller, a capture.GraphRunner) replays step(length); without one, step runs uncaptured."""
+
+    def __init__(self, model: MedusaModel, topk: Sequence[int], max_len: int | None = None):
+        base = model.base
+        if base.attention not in MASKED_KERNELS:
+            raise ValueError(f"the tree step needs an attention kernel that takes a mask "
+                             f"({', '.join(MASKED_KERNELS)}), not {base.attention!r}")
+        super().__init__(model, topk)
+        tree, weight = self.tree, base.lm_head.weight
+        self.row_depths = tree.depths  # one row per node: the heads read the nodes' own hidden states
+        self.set_up_static(base, base.masks(0, tree.depths, tree.ancestors), max_len,
+                           torch.zeros(model.gamma, base.config.vocab_size, dtype=weight.dtype, device=weight.device))
+
+    def prefill(self, prompt: list[int]) -> State:
+        return MedusaDecoder.start(self, prompt)
+
+    def step(self, length: int) -> None:
+        """One verify-and-draft step attending over `length` slots, all on the device."""
+        model, base, tree = self.model, self.base, self.tree
+        self.begin_step(length)
+        draft = tree.draft(self.root, self.stream_logits)
+        x = base.run_blocks(base.embed(draft[None], self.positions(tree.depths)), self.masks(length), self.cache)
+        h = base.transformer.ln_f(x)[0]
+        predicted = base.lm_head(h).argmax(-1)
+        last = tree.accept(draft, predicted).view(1)
+        self.stream_logits.copy_(model.head_logits(h.index_select(0, last)[0]))  # the next draft's
+        self.commit(predicted, last)

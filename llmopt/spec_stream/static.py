@@ -13,6 +13,9 @@ The step is one graph for torch.compile (fullgraph, see capture.py): no host rea
 branch on a tensor's value, every tensor it reads at a fixed address (`static_tensors`), the write
 slots computed into a preallocated index.
 
+`StaticTreeStep` holds what does not depend on who drafts the tree (the cache, masks, commit and
+phases): Medusa's static step (medusa.py, `medusa+graphs`) reuses it with heads instead of streams.
+
 Padding (`pad_rows`, off by default): round the tree's node rows (and so its stream rows) up to a
 multiple, with padding nodes that see only themselves and the committed slots, are seen by no tree
 node and are never accepted or committed (their keys/values land in the scratch slots past the
@@ -45,46 +48,35 @@ def check_pad_rows(pad_rows: int | None) -> int:
     return pad
 
 
-class StaticTreeDecoder(Loop):
-    """`runner` (set by the caller: a capture.GraphRunner over this decoder) replays step(length)
-    and says which bucket of slots a generation needs; without one, step runs uncaptured.
-    `pad_rows`: pad the tree's node rows to a multiple of it (1: no padding)."""
+class StaticTreeStep:
+    """What a tree's verify step over a static cache needs whoever drafts the tree: Speculative
+    Streaming's streams (StaticTreeDecoder, below) or Medusa's heads (medusa.StaticMedusaDecoder).
+    The cache with room for a step's rows past the last position, the step's slots and mask columns,
+    the commit of the accepted path on the device, the fixed-address state carried between steps
+    (`root`, `stream_logits`: the next draft's logits, `verdict`), and the DraftLoop's phases around
+    `step(length)`, which a subclass writes. `set_up_static` is called once its tree, `rows` (the
+    rows a layer writes) and `row_depths` are known."""
 
     runner: GraphRunner | None
 
-    def __init__(self, model: SpecStreamModel, topk: Sequence[int], max_len: int | None = None,
-                 pad_rows: int | None = None):
-        base = model.base
-        if base.attention not in MASKED_KERNELS:
-            raise ValueError(f"the tree step needs an attention kernel that takes a mask "
-                             f"({', '.join(MASKED_KERNELS)}), not {base.attention!r}")
-        super().__init__(model, topk)
-        tree, device, weight = self.tree, self.device, base.lm_head.weight
-        self.base = base
-        self.pad_rows = check_pad_rows(pad_rows)
-        self.nodes = nodes = -(-tree.size // self.pad_rows) * self.pad_rows  # tree nodes, then padding
-        pad = nodes - tree.size
-        self.depths = torch.cat([tree.depths, tree.depths.new_zeros(pad)])  # padding: at the root's position
-        self.pad_ids = torch.zeros(pad, dtype=torch.long, device=device)  # any token: never accepted
-        if pad:  # the Loop's masks and row depths, over the padded nodes
-            sees = torch.block_diag(tree.ancestors, torch.eye(pad, dtype=torch.bool, device=device))
-            self.tree_masks = model.stream_masks(base.masks(0, self.depths, sees), 0, nodes)
-            self.row_depths = torch.cat([self.depths, self.depths.repeat_interleave(model.gamma)])
-        self.rows = rows = len(self.row_depths)  # rows an MSA layer writes: nodes, then their streams
-        # room for the last step's rows past the last position
-        self.cache = StaticKVCache(base, (max_len or self.limit) + rows)
+    def set_up_static(self, base, own_masks: dict, max_len: int | None, draft_logits: torch.Tensor) -> None:
+        """`own_masks`: which of the step's own rows each row sees, per layer kind ([rows, rows]);
+        `draft_logits`: a tensor shaped as the logits that draft a tree (copied, not kept)."""
+        tree, device, rows = self.tree, self.device, len(self.row_depths)
+        self.base, self.rows = base, rows
+        self.cache = StaticKVCache(base, (max_len or self.limit) + rows)  # room for the last step's rows
         self.cache.index = torch.zeros(rows, dtype=torch.long, device=device)  # the step's slots, set by step
         self.slots = torch.arange(self.cache.max_len, device=device)
         self.offsets = torch.arange(rows, device=device)
         # the step's own columns, plus an all-hidden one that stands for every slot outside them
         hidden = torch.zeros(rows, 1, dtype=torch.bool, device=device)
-        self.new_part = {kind: torch.cat([m, hidden], dim=1) for kind, m in self.tree_masks.items()}
+        self.new_part = {kind: torch.cat([m, hidden], dim=1) for kind, m in own_masks.items()}
         # the nodes of each path, padded to depth + 1 with its last node: the extra moves land in
         # slots past the new pos, which the next step overwrites
         self.paths = torch.tensor([p + p[-1:] * (tree.depth + 1 - len(p)) for p in tree.paths], device=device)
         # state carried between steps, at fixed addresses
         self.root = torch.zeros(1, dtype=torch.long, device=device)
-        self.stream_logits = torch.zeros(model.gamma, base.config.vocab_size, dtype=weight.dtype, device=device)
+        self.stream_logits = torch.zeros_like(draft_logits)
         self.verdict = torch.zeros(1 + tree.size, dtype=torch.long, device=device)
         self.runner = None
 
@@ -92,8 +84,8 @@ class StaticTreeDecoder(Loop):
         """Every tensor the step reads or writes that is no model weight: fixed addresses for
         torch.compile (one it reads but is not told of is copied in at every replay)."""
         tree = self.tree
-        return [self.root, self.stream_logits, self.verdict, self.slots, self.offsets, self.paths, self.depths,
-                self.pad_ids, self.row_depths, *self.new_part.values(), tree.depths, tree.pick, tree.parent_index,
+        return [self.root, self.stream_logits, self.verdict, self.slots, self.offsets, self.paths,
+                self.row_depths, *self.new_part.values(), tree.depths, tree.pick, tree.parent_index,
                 tree.ancestors, tree.depth_scores, *self.cache.static_tensors()]
 
     def masks(self, length: int) -> dict:
@@ -108,36 +100,35 @@ class StaticTreeDecoder(Loop):
         return {kind: (window if kind == "local" else committed) | new.index_select(1, column)
                 for kind, new in self.new_part.items()}
 
-    def step(self, length: int) -> None:
-        """One verify-and-draft step attending over `length` slots, all on the device."""
-        model, base, tree, cache = self.model, self.base, self.tree, self.cache
-        cache.length = length
+    def begin_step(self, length: int) -> None:
+        """A step's first moves: the bucket it attends over, the slots its rows write."""
+        self.cache.length = length
+        torch.add(self.cache.pos, self.offsets, out=self.cache.index)
+
+    def positions(self, depths: torch.Tensor) -> torch.Tensor:
+        """The positions of nodes at `depths` below the root; nodes past the last position could
+        only give tokens beyond max_new_tokens, so any position does for them."""
+        return (self.cache.pos + depths).clamp(max=self.limit - 1)
+
+    def commit(self, predicted: torch.Tensor, last: torch.Tensor) -> None:
+        """Keep the accepted path ending at node `last` ([1]): its keys/values to pos.., pos past it,
+        the next root; the verdict for the host. `predicted` [size]: the token after each node."""
+        tree, cache = self.tree, self.cache
         pos = cache.pos
-        draft = tree.draft(self.root, self.stream_logits)
-        ids = torch.cat([draft, self.pad_ids]) if self.nodes > tree.size else draft
-        # nodes past the last position could only give tokens beyond max_new_tokens: any position does
-        positions = (pos + self.depths).clamp(max=self.limit - 1)
-        torch.add(pos, self.offsets, out=cache.index)
-        masks = self.masks(length)
-        x = base.embed(ids[None], positions)
-        x = base.run_blocks(x, {kind: m[: self.nodes] for kind, m in masks.items()}, cache, range(self.split))
-        h = model.add_streams(x)
-        for i in range(self.split, len(base.transformer.h)):
-            h = model.msa_block(i, h, 0, masks, cache)
-        main, streams = model.split_rows(h, self.nodes, 0)
-        predicted = base.head(main[0]).argmax(-1)[: tree.size]  # padding nodes predict nothing
-        last = tree.accept(draft, predicted).view(1)
         cache.move(pos + self.paths.index_select(0, last)[0], pos + self.offsets[: tree.depth + 1])
         pos.add_(tree.depths.index_select(0, last) + 1)
         self.root.copy_(predicted.index_select(0, last))
-        self.stream_logits.copy_(model.stream_logits(streams, last))  # only the drafting node's streams
         self.verdict[:1].copy_(last)
         self.verdict[1:].copy_(predicted)
 
-    # the Loop's phases
+    def prefill(self, prompt: list[int]) -> State:
+        """The prompt through the model over a dynamic cache: its cache, the root and the first draft's logits."""
+        raise NotImplementedError
+
+    # the DraftLoop's phases
     def start(self, prompt: list[int], max_new_tokens: int) -> State:
         """The prefill, copied into the static cache and the step's fixed-address state."""
-        state = prefill(self.model, prompt)
+        state = self.prefill(prompt)
         self.cache.load(state.cache)
         self.root.copy_(state.root)
         self.stream_logits.copy_(state.stream_logits)
@@ -148,16 +139,66 @@ class StaticTreeDecoder(Loop):
     def step_inputs(self, state) -> tuple:
         return (None,)  # the draft and the masks are part of the captured step
 
-    def forward(self, state, ids=None) -> tuple:
+    def forward(self, state, ids=None, *_) -> tuple:
         if self.runner is None:
             self.step(self.length)
         else:
             self.runner(self.length)
         return ()  # the verdict is in self.verdict
 
-    def verify(self, state, ids=None) -> tuple[list[int], int]:
+    def verify(self, state, ids=None, *_) -> tuple[list[int], int]:
         """The step accepted and committed on the device: read its verdict, the tokens it emits."""
         last, *predicted = self.verdict.tolist()  # the step's one host sync
         path = self.tree.paths[last]
         # an accepted token equals the prediction at its parent: the path's predictions are the output
         return [predicted[i] for i in path], len(path) - 1
+
+
+class StaticTreeDecoder(StaticTreeStep, Loop):
+    """`runner` (set by the caller: a capture.GraphRunner over this decoder) replays step(length)
+    and says which bucket of slots a generation needs; without one, step runs uncaptured.
+    `pad_rows`: pad the tree's node rows to a multiple of it (1: no padding)."""
+
+    def __init__(self, model: SpecStreamModel, topk: Sequence[int], max_len: int | None = None,
+                 pad_rows: int | None = None):
+        base = model.base
+        if base.attention not in MASKED_KERNELS:
+            raise ValueError(f"the tree step needs an attention kernel that takes a mask "
+                             f"({', '.join(MASKED_KERNELS)}), not {base.attention!r}")
+        super().__init__(model, topk)
+        tree, device, weight = self.tree, self.device, base.lm_head.weight
+        self.pad_rows = check_pad_rows(pad_rows)
+        self.nodes = nodes = -(-tree.size // self.pad_rows) * self.pad_rows  # tree nodes, then padding
+        pad = nodes - tree.size
+        self.depths = torch.cat([tree.depths, tree.depths.new_zeros(pad)])  # padding: at the root's position
+        self.pad_ids = torch.zeros(pad, dtype=torch.long, device=device)  # any token: never accepted
+        if pad:  # the Loop's masks and row depths, over the padded nodes
+            sees = torch.block_diag(tree.ancestors, torch.eye(pad, dtype=torch.bool, device=device))
+            self.tree_masks = model.stream_masks(base.masks(0, self.depths, sees), 0, nodes)
+            self.row_depths = torch.cat([self.depths, self.depths.repeat_interleave(model.gamma)])
+        self.set_up_static(base, self.tree_masks, max_len,
+                           torch.zeros(model.gamma, base.config.vocab_size, dtype=weight.dtype, device=device))
+
+    def static_tensors(self) -> list[torch.Tensor]:
+        return [*super().static_tensors(), self.depths, self.pad_ids]
+
+    def prefill(self, prompt: list[int]) -> State:
+        return prefill(self.model, prompt)
+
+    def step(self, length: int) -> None:
+        """One verify-and-draft step attending over `length` slots, all on the device."""
+        model, base, tree, cache = self.model, self.base, self.tree, self.cache
+        self.begin_step(length)
+        draft = tree.draft(self.root, self.stream_logits)
+        ids = torch.cat([draft, self.pad_ids]) if self.nodes > tree.size else draft
+        masks = self.masks(length)
+        x = base.embed(ids[None], self.positions(self.depths))  # padding nodes at the root's position
+        x = base.run_blocks(x, {kind: m[: self.nodes] for kind, m in masks.items()}, cache, range(self.split))
+        h = model.add_streams(x)
+        for i in range(self.split, len(base.transformer.h)):
+            h = model.msa_block(i, h, 0, masks, cache)
+        main, streams = model.split_rows(h, self.nodes, 0)
+        predicted = base.head(main[0]).argmax(-1)[: tree.size]  # padding nodes predict nothing
+        last = tree.accept(draft, predicted).view(1)
+        self.stream_logits.copy_(model.stream_logits(streams, last))  # only the drafting node's streams
+        self.commit(predicted, last)

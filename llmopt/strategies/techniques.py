@@ -21,15 +21,15 @@ Techniques and what each adds:
   sps     two-model speculative decoding (strategies/sps.py): a small draft GPT-Neo drafts a
           chain; composes with a precision (the draft runs in it too)
   medusa  Medusa-1 (strategies/medusa.py): heads on the last hidden state draft a tree, verified
-          with the tree mask; composes with a precision
+          with the tree mask; composes with a precision and graphs
   best    a preset: the fastest composition measured, ss+flash2+graphs (fp16; see BEST)
   hf      stock transformers generate(); hf+pld and hf+sps are transformers' own prompt lookup
           (prompt_lookup_num_tokens) and assisted generation (assistant_model, the sps draft):
           the stock references for our pld and sps
 
 Drafting methods (ss and its peers, DRAFTING) exclude one another: a step verifies one draft. The
-peers' steps run eagerly over the dynamic cache, but pld's also as a captured static step
-(pld+graphs); the other mixes are refused as not built yet (PEERS_NOT_BUILT).
+peers' steps run eagerly over the dynamic cache, and pld's and medusa's also as captured static
+steps (pld+graphs, medusa+graphs); the other mixes are refused as not built yet (PEERS_NOT_BUILT).
 
 Groups (GROUPS, expand_techniques): a name standing for several techniques in a list, e.g.
 `peers`, the methods Speculative Streaming is compared against.
@@ -54,8 +54,9 @@ BEST = ("ss", "flash2", "graphs")
 HF_WITH = {"pld": "prompt_lookup_num_tokens", "sps": "assistant_model"}
 DRAFTING = ("ss", "pld", "sps", "medusa")  # each drafts and verifies its own way: at most one per technique
 PEERS = ("pld", "sps", "medusa")  # Speculative Streaming's peers (the paper's related work), as built here
-# parts a peer's step does not compose with yet (pld+graphs: spec_stream/static_chain.py)
-PEERS_NOT_BUILT = {"pld": ("flash2",), "sps": ("flash2", "graphs"), "medusa": ("flash2", "graphs")}
+# parts a peer's step does not compose with yet (pld+graphs: spec_stream/static_chain.py; medusa+graphs:
+# spec_stream/medusa.py's static step)
+PEERS_NOT_BUILT = {"pld": ("flash2",), "sps": ("flash2", "graphs"), "medusa": ("flash2",)}
 GROUPS = {"peers": PEERS}
 PROVIDERS = ("auto", "flash_attn", "sdpa_flash")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -156,7 +157,8 @@ def parse_technique(name: str) -> Technique:
     for part in PEERS_NOT_BUILT.get(drafting[0] if drafting else "", ()):
         if part in parts:
             peer = drafting[0]
-            built = ", ".join(f"{peer}+{p}" for p in ("half", "bf16", *(("half+graphs",) if peer == "pld" else ())))
+            graphs = () if "graphs" in PEERS_NOT_BUILT[peer] else ("half+graphs",)
+            built = ", ".join(f"{peer}+{p}" for p in ("half", "bf16", *graphs))
             raise ValueError(f"{name!r}: {peer}+{part} is not built yet; compose {peer} with: {built}")
     if "flash2" in parts and precisions == ["naive"]:
         raise ValueError(f"{name!r}: naive runs in float32 and FlashAttention-2 has no float32 kernels: "
