@@ -70,11 +70,12 @@ class HF(Strategy):
         self.model = self._load(checkpoint)
         self.assistant = self._load(self.draft) if self.method == "sps" else None
         self.clock = Clock(self.device)
-        self.forwards = 0  # the target's forward calls, counted by a hook: generate() does not say
+        self.forwards = 0  # the target's forward calls when it drafts, counted by a hook: generate() does not say
 
         def count(*_):
             self.forwards += 1
-        self.model.register_forward_hook(count)
+        if self.method is not None:  # plain generate runs one forward per token: no hook in the baseline's way
+            self.model.register_forward_hook(count)
 
     def _generation_config(self, max_new_tokens, eos_id) -> GenerationConfig:
         options = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, eos_token_id=eos_id,
@@ -99,7 +100,8 @@ class HF(Strategy):
         end = self.clock()
         tokens = out[0, len(prompt):].tolist()
         # generate() cannot be split into phases from outside: the whole call counts as forward time
-        return Generation(tokens=tokens, forward_calls=self.forwards, ttft_s=(timer.first or end) - start,
+        return Generation(tokens=tokens, forward_calls=self.forwards if self.method else len(tokens),
+                          ttft_s=(timer.first or end) - start,
                           forward_s=end - start)
 
     def config(self) -> dict:
