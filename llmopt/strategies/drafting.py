@@ -8,22 +8,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..capture import GraphRunner
 from ..checkpoints import recorded
 from ..generation import Clock
 from ..models.gpt_neo import GPTNeo, param_bytes
 from ..spec_stream.decode import DraftLoop
 from .base import Strategy
-from .techniques import Technique, resolve_dtype
+from .techniques import Technique, check_device, graph_options, resolve_dtype
 
 
 class Drafting(Strategy):
     """A subclass builds its decoder from the target (`make_decoder`) and says what it drafts with
     (`drafter`: the module of extra parameters, or None)."""
 
-    def __init__(self, technique: Technique, dtype=None):
+    def __init__(self, technique: Technique, dtype=None, runtime: str | None = None, bucket: int | None = None,
+                 max_len: int | None = None):
+        """runtime / bucket / max_len: options of graphs (capture.py), for a method with a static step."""
         self.technique = technique
         self.name = technique.name
         self.dtype = resolve_dtype(technique, dtype)
+        self.graph_runtime, self.bucket, self.max_len = graph_options(technique, runtime, bucket, max_len)
 
     def make_decoder(self, target: GPTNeo, checkpoint) -> DraftLoop:
         raise NotImplementedError
@@ -37,10 +41,20 @@ class Drafting(Strategy):
 
     def prepare(self, checkpoint, device):
         self.device = torch.device(device)
+        check_device(self.technique, self.graph_runtime, self.device)
         target = GPTNeo.from_pretrained(checkpoint, device=self.device, dtype=self.dtype).eval()
+        if self.technique.graphs:
+            target.fuse_qkv()  # one projection kernel instead of three, as plain graphs does
         self.clock = Clock(self.device)
         with torch.inference_mode():
             self.decoder = self.make_decoder(target, checkpoint)
+        if self.technique.graphs:
+            self.runtime, self.setup_s = self.graph_runtime, self.decoder.runner.setup_s
+
+    def captured(self, decoder):
+        """With graphs: a static decoder whose step is captured once per bucket (capture.GraphRunner)."""
+        decoder.runner = GraphRunner(decoder, self.graph_runtime, self.bucket)
+        return decoder
 
     @torch.inference_mode()
     def generate(self, prompt, max_new_tokens, eos_id):
@@ -52,7 +66,8 @@ class Drafting(Strategy):
 
     def config(self) -> dict:
         drafter = self.drafter()
-        extra = {"techniques": self.technique.label, **self.options(),
+        graphs = {"graph_bucket": self.bucket, "setup_s": self.setup_s} if self.technique.graphs else {}
+        extra = {"techniques": self.technique.label, **self.options(), **graphs,
                  "extra_parameters": 0 if drafter is None else sum(p.numel() for p in drafter.parameters()),
                  "extra_parameter_bytes": 0 if drafter is None else param_bytes(drafter),
                  "drafter_train_time_s": None if self.drafter_checkpoint() is None

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from ..capture import GraphRunner
 from ..spec_stream.medusa import MedusaDecoder, MedusaModel, StaticMedusaDecoder
 from .drafting import Drafting
 from .ss import DEFAULT_TOPK, parse_topk
-from .techniques import Technique, check_device, graph_options, parse_technique
+from .techniques import Technique, parse_technique
 
 MEDUSA = parse_technique("medusa")
 
@@ -26,28 +23,18 @@ class Medusa(Drafting):
         """heads: the directory of the trained heads (default: the checkpoint); topk: tokens of head
         k at depth k of the draft tree (the same default tree as ss; cut to the number of heads);
         runtime / bucket / max_len: options of graphs (see capture.py)."""
-        super().__init__(technique, dtype)
-        self.graph_runtime, self.bucket, self.max_len = graph_options(technique, runtime, bucket, max_len)
+        super().__init__(technique, dtype, runtime, bucket, max_len)
         self.heads = None if heads is None else Path(heads)
         self.topk = parse_topk(topk)
         if not self.topk or min(self.topk) < 1:
             raise ValueError(f"topk must be positive tokens per depth, got {topk!r}")
-
-    def prepare(self, checkpoint, device):
-        check_device(self.technique, self.graph_runtime, torch.device(device))
-        super().prepare(checkpoint, device)
-        if self.technique.graphs:
-            self.runtime, self.setup_s = self.graph_runtime, self.decoder.runner.setup_s
 
     def make_decoder(self, target, checkpoint):
         model = MedusaModel.load_heads(target, self.heads or checkpoint).eval()
         topk = self.topk[: model.gamma]
         if not self.technique.graphs:
             return MedusaDecoder(model, topk)
-        target.fuse_qkv()
-        decoder = StaticMedusaDecoder(model, topk, self.max_len)
-        decoder.runner = GraphRunner(decoder, self.graph_runtime, self.bucket)
-        return decoder
+        return self.captured(StaticMedusaDecoder(model, topk, self.max_len))
 
     def drafter(self):
         return self.decoder.model.drafting_modules()
@@ -58,5 +45,4 @@ class Medusa(Drafting):
     def options(self) -> dict:
         tree = self.decoder.tree
         return {"topk": ",".join(map(str, tree.topk)), "tree_size": tree.size, "gamma": self.decoder.model.gamma,
-                "share_head": self.decoder.model.share_head, "heads": None if self.heads is None else self.heads.name,
-                **({"graph_bucket": self.bucket, "setup_s": self.setup_s} if self.technique.graphs else {})}
+                "share_head": self.decoder.model.share_head, "heads": None if self.heads is None else self.heads.name}

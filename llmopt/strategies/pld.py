@@ -7,13 +7,10 @@ replays). The grammar: techniques.py."""
 
 from __future__ import annotations
 
-import torch
-
-from ..capture import GraphRunner
 from ..spec_stream.lookup import (DEFAULT_MAX_NGRAM, DEFAULT_MIN_NGRAM, DEFAULT_NUM_DRAFT, LookupDecoder,
                                   StaticLookupDecoder, check_ngrams)
 from .drafting import Drafting
-from .techniques import Technique, check_device, graph_options, parse_technique
+from .techniques import Technique, parse_technique
 
 PLD = parse_technique("pld")
 
@@ -24,26 +21,13 @@ class PromptLookup(Drafting):
                  bucket: int | None = None, max_len: int | None = None):
         """num_draft: tokens drafted per step (at most); max_ngram / min_ngram: the n-gram lengths
         looked up, longest first; runtime / bucket / max_len: options of graphs (see capture.py)."""
-        super().__init__(technique, dtype)
+        super().__init__(technique, dtype, runtime, bucket, max_len)
         self.num_draft, self.max_ngram, self.min_ngram = check_ngrams(num_draft, max_ngram, min_ngram)
-        self.graph_runtime, self.bucket, self.max_len = graph_options(technique, runtime, bucket, max_len)
-
-    def prepare(self, checkpoint, device):
-        check_device(self.technique, self.graph_runtime, torch.device(device))
-        super().prepare(checkpoint, device)
-        if self.technique.graphs:
-            self.runtime, self.setup_s = self.graph_runtime, self.decoder.runner.setup_s
 
     def make_decoder(self, target, checkpoint):
         if not self.technique.graphs:
             return LookupDecoder(target, self.num_draft, self.max_ngram, self.min_ngram)
-        target.fuse_qkv()
-        decoder = StaticLookupDecoder(target, self.num_draft, self.max_ngram, self.min_ngram, self.max_len)
-        decoder.runner = GraphRunner(decoder, self.graph_runtime, self.bucket)
-        return decoder
+        return self.captured(StaticLookupDecoder(target, self.num_draft, self.max_ngram, self.min_ngram, self.max_len))
 
     def options(self) -> dict:
-        options = {"num_draft": self.num_draft, "max_ngram": self.max_ngram, "min_ngram": self.min_ngram}
-        if self.technique.graphs:
-            options.update(graph_bucket=self.bucket, setup_s=self.setup_s)
-        return options
+        return {"num_draft": self.num_draft, "max_ngram": self.max_ngram, "min_ngram": self.min_ngram}
