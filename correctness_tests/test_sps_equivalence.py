@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmopt.spec_stream.draft_model import DraftModelDecoder
+from llmopt.spec_stream.draft_model import DraftModelDecoder, StaticDraftModelDecoder
 
 from greedy_cases import assert_decodes_like_greedy, random_model, runs, tiny_configs
 
@@ -24,10 +24,11 @@ def cases(draw):
 
 
 @settings(max_examples=80, derandomize=True, deadline=None)
-@given(cases())
+@given(cases(), st.booleans())
 @torch.inference_mode()
-def test_sps_decoding_equals_greedy(case):
+def test_sps_decoding_equals_greedy(case, static):
+    """Over dynamic caches, or with sps+graphs' static step (uncaptured)."""
     target = random_model(case["config"], case["seed"])
     draft = target if case["draft"] is None else random_model(case["draft"], case["seed"] + 1)
-    decoder = DraftModelDecoder(target, draft, case["k"])
+    decoder = (StaticDraftModelDecoder if static else DraftModelDecoder)(target, draft, case["k"])
     assert_decodes_like_greedy(target, decoder, case["run"])

@@ -1,8 +1,9 @@
 """The static decode steps under torch.compile (capture.py's "torch.compile" runtime), on the CPU.
 
 The plain step (models/static_cache.py), Speculative Streaming's tree step (spec_stream/static.py,
-unpadded and padded), Medusa's tree step (spec_stream/medusa.py) and prompt lookup's chain step
-(spec_stream/static_chain.py) each compile to one graph (fullgraph=True) per bucket during setup and never
+unpadded and padded), Medusa's tree step (spec_stream/medusa.py), prompt lookup's chain step
+(spec_stream/static_chain.py) and the draft model's draft-and-verify step (spec_stream/draft_model.py)
+each compile to one graph (fullgraph=True) per bucket during setup and never
 again while decoding; every tensor they read has a static address and no two share storage (what
 mode="reduce-overhead" needs to keep a step in one CUDA graph without copying inputs in at each
 replay); inductor writes the KV cache in place, not by copying a layer; and the compiled steps emit
@@ -22,6 +23,7 @@ from llmopt.generation import Clock, greedy
 from llmopt.models.gpt_neo import GPTNeo, make_config
 from llmopt.models.static_cache import StaticDecoder
 from llmopt.spec_stream import SpecStreamModel
+from llmopt.spec_stream.draft_model import StaticDraftModelDecoder
 from llmopt.spec_stream.lookup import StaticLookupDecoder
 from llmopt.spec_stream.medusa import MedusaModel, StaticMedusaDecoder
 from llmopt.spec_stream.static import StaticTreeDecoder
@@ -205,4 +207,26 @@ def test_medusa_tree_step_compiles_once_per_bucket_and_decodes_like_greedy():
         out = decoder.generate(prompt, max_new, None, CLOCK)
         assert out.tokens == greedy(base, prompt, max_new, None, CLOCK).tokens
     assert recorder.graphs == buckets  # no recompile while decoding
+    recorder.assert_static_inputs()
+
+
+@torch.inference_mode()
+def test_draft_model_step_compiles_once_per_bucket_and_decodes_like_greedy():
+    """sps+graphs' step: k draft-model forwards and the target's chain verification in one graph."""
+    target = lm()
+    draft = GPTNeo.random(make_config("tiny", vocab_size=VOCAB, num_layers=1, window_size=4,
+                                      max_position_embeddings=128, initializer_range=0.3), seed=1).eval().fuse_qkv()
+    decoder = StaticDraftModelDecoder(target, target, 4, max_len=64)  # the target drafting for itself: all accepted
+    recorder = Recorder()
+    decoder.runner = GraphRunner(decoder, "torch.compile", 40, backend=recorder)
+    buckets = len(decoder.runner.lengths)
+    for prompt, max_new in zip(PROMPTS, (8, 30, 40)):
+        out = decoder.generate(prompt, max_new, None, CLOCK)
+        assert out.tokens == greedy(target, prompt, max_new, None, CLOCK).tokens
+        assert out.forward_calls <= 1 + -(-(max_new - 1) // 5)  # k + 1 tokens a step
+    other = StaticDraftModelDecoder(target, draft, 3, max_len=64)
+    other.runner = GraphRunner(other, "torch.compile", 40, backend=recorder)
+    for prompt, max_new in zip(PROMPTS, (8, 30, 40)):
+        assert other.generate(prompt, max_new, None, CLOCK).tokens == greedy(target, prompt, max_new, None, CLOCK).tokens
+    assert recorder.graphs == 2 * buckets  # no recompile while decoding
     recorder.assert_static_inputs()

@@ -300,6 +300,15 @@ def test_flash2_on_cuda_runs_and_records_provider(checkpoint, name):
 
 
 @gpu
+@pytest.mark.parametrize("runtime", ["cuda_graph", "torch.compile"])
+def test_sps_graphs_on_cuda_equal_naive(checkpoint, runtime):
+    _, ref = run("naive", checkpoint, "cuda")
+    strategy, got = run("sps+graphs", checkpoint, "cuda", draft=checkpoint, k=3, runtime=runtime, bucket=64)
+    assert [g.tokens for g in got] == [g.tokens for g in ref]
+    assert strategy.runtime == runtime and strategy.setup_s > 0
+
+
+@gpu
 def test_pld_half_graphs_on_cuda_agree_with_half(checkpoint):
     _, half = run("half", checkpoint, "cuda")
     _, composed = run("pld+half+graphs", checkpoint, "cuda", bucket=64)

@@ -127,7 +127,7 @@ def test_pld_composes_with_a_precision_only():
     assert get_strategy("pld").objective == "lm"
     stock = get_strategy("hf+pld", num_draft=5)  # transformers' own prompt lookup, the stock reference
     assert stock.name == "hf+pld" and stock.config()["num_draft"] == 5 and stock.config()["extra_parameters"] == 0
-    bad = {"pld+ss": "both drafting methods", "sps+graphs": "sps\\+graphs is not built yet", "medusa+flash2": "medusa\\+flash2 is not built yet; compose medusa with: medusa\\+half, medusa\\+bf16, medusa\\+half\\+graphs",
+    bad = {"pld+ss": "both drafting methods", "sps+flash2": "sps\\+flash2 is not built yet", "medusa+flash2": "medusa\\+flash2 is not built yet; compose medusa with: medusa\\+half, medusa\\+bf16, medusa\\+half\\+graphs",
            "pld+flash2": "pld\\+flash2 is not built yet", "pld+hf+sps": "hf .* combines only with pld or sps",
            "pld+half+bf16": "conflicting precisions"}
     for name, why in bad.items():

@@ -81,10 +81,15 @@ def test_strategy_matches_naive(tmp_path):
     assert config["extra_parameters"] == draft.num_parameters() > 0
     assert config["extra_parameter_bytes"] == param_bytes(draft)
     assert (config["k"], config["draft"], config["techniques"]) == (3, "draft", "sps")
+    # sps+graphs: the static step (drafting and verification), uncaptured on a CPU
+    static = get_strategy("sps+graphs", dtype="float64", draft=str(draft_dir), k=3, runtime="static", bucket=32)
+    static.prepare(target_dir, "cpu")
+    assert (static.config()["runtime"], static.config()["graph_bucket"], static.config()["k"]) == ("static", 32, 3)
     for prompt in random_prompts(6, 30, 40):
         expected = naive.generate(prompt, 30, 7)
-        out = sps.generate(prompt, 30, 7)
-        assert out.tokens == expected.tokens and out.forward_calls <= expected.forward_calls
+        for strategy in (sps, static):
+            out = strategy.generate(prompt, 30, 7)
+            assert out.tokens == expected.tokens and out.forward_calls <= expected.forward_calls
     self_drafting = get_strategy("sps", dtype="float64", draft=str(target_dir), k=4)
     self_drafting.prepare(target_dir, "cpu")
     out = self_drafting.generate([1, 2, 3], 30, None)
@@ -92,13 +97,13 @@ def test_strategy_matches_naive(tmp_path):
     assert out.stats["accepted_per_depth"] == out.stats["proposed_per_depth"]  # all accepted
 
 
-def test_sps_needs_a_draft_and_composes_with_a_precision_only(tmp_path):
+def test_sps_needs_a_draft_and_composes_with_a_precision_and_graphs(tmp_path):
     save_tiny_checkpoint(tmp_path, 30)
     with pytest.raises(ValueError, match="needs a draft model: option draft"):
         get_strategy("sps").prepare(tmp_path, "cpu")
     assert get_strategy("sps+half").dtype == torch.float16 and get_strategy("sps+bf16").dtype == torch.bfloat16
-    for name, why in {"sps+pld": "both drafting methods", "sps+graphs": "not built yet",
-                      "sps+flash2": "not built yet"}.items():
+    assert get_strategy("sps+half+graphs").dtype == torch.float16
+    for name, why in {"sps+pld": "both drafting methods", "sps+flash2": "not built yet"}.items():
         with pytest.raises(ValueError, match=why):
             get_strategy(name)
     with pytest.raises(ValueError, match="draft length"):

@@ -6,6 +6,13 @@ to the accepted prefix: the target's to prefix + root + accepted tokens, the dra
 it fed whose place in the history the target confirmed. The draft never fed its last drafted token
 nor the correction, so its next step first feeds the history it lacks (the correction, and the
 last draft token when all k were accepted), then drafts on.
+
+`sps+graphs` (StaticDraftModelDecoder) runs a whole step on the device over two static caches, so
+it is captured once per bucket: the draft model feeds the history's last two tokens at positions
+pos - 1 and pos (the first one again when the draft had it already: the same key at the same
+slot, which keeps the shapes fixed), drafts k tokens, and the target verifies them as
+static_chain.py's chain; the draft's cache then holds the history but its last two tokens by
+construction, whatever was accepted.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from dataclasses import dataclass
 import torch
 
 from ..models.gpt_neo import GPTNeo, KVCache
+from ..models.static_cache import StaticKVCache
 from .chain import ChainDecoder, ChainState
+from .static_chain import StaticChainDecoder, causal_masks
 
 DEFAULT_K = 4  # the draft length of Leviathan et al.'s and Chen et al.'s common settings (γ = 3..5)
 
@@ -77,3 +86,61 @@ class DraftModelDecoder(ChainDecoder):
         before = len(state.history) - (accepted + 1)  # the history's length when the step drafted
         if len(state.draft_cache) > before + accepted:
             state.draft_cache.keep(before + accepted)
+
+
+class StaticDraftModelDecoder(StaticChainDecoder):
+    """Draft-model speculative decoding with one static, capturable step (`sps+graphs`): `runner`
+    (set by the caller, a capture.GraphRunner) replays step(length); without one it runs uncaptured."""
+
+    def __init__(self, target: GPTNeo, draft: GPTNeo, k: int = DEFAULT_K, max_len: int | None = None):
+        check_draft(target, draft)
+        super().__init__(target, int(k), max_len)
+        self.draft_model = draft
+        device = self.device
+        self.draft_cache = StaticKVCache(draft, self.cache.max_len)
+        self.draft_cache.index = torch.zeros(2, dtype=torch.long, device=device)
+        self.pair = torch.arange(2, device=device)
+        self.last_two = torch.zeros(2, dtype=torch.long, device=device)  # the history's last two tokens
+
+    def static_tensors(self) -> list[torch.Tensor]:
+        return [*super().static_tensors(), self.pair, self.last_two, *self.draft_cache.static_tensors()]
+
+    def _draft_forward(self, ids: torch.Tensor, first: torch.Tensor, length: int) -> torch.Tensor:
+        """The draft model over `ids` ([T]) at positions first.. (written to those slots): its argmax after the last."""
+        draft, cache = self.draft_model, self.draft_cache
+        # pos is at least 1 once a prompt is in, but the runner warms the step up at pos 0: no slot -1
+        rows = (first + self.pair[: ids.shape[0]]).clamp(min=0)
+        cache.index[: ids.shape[0]].copy_(rows)
+        positions = rows.clamp(max=self.limit - 1)
+        x = draft.run_blocks(draft.embed(ids[None], positions), causal_masks(positions, self.slots[:length], draft.window), cache)
+        return draft.head(x[:, -1])[0].argmax(-1, keepdim=True)
+
+    def step(self, length: int) -> None:
+        """Draft k tokens with the draft model, verify them with the target, all on the device."""
+        self.draft_cache.length = length
+        pos = self.cache.pos
+        token = self._draft_forward(self.last_two, pos - 1, length)
+        drafted = [token]
+        for i in range(1, self.depth):
+            token = self._draft_forward(token, pos + i, length)
+            drafted.append(token)
+        self.ids.copy_(torch.cat([self.last_two[1:], *drafted]))
+        predicted, accepted = self.verify_chain(length)
+        # the new history ends with the chain's token at `accepted` (the root, or the last accepted
+        # draft token) and the target's correction after it
+        self.last_two.copy_(torch.cat([self.ids.index_select(0, accepted), predicted.index_select(0, accepted)]))
+
+    # the DraftLoop's phases
+    def start(self, prompt: list[int], max_new_tokens: int) -> ChainState:
+        state = super().start(prompt, max_new_tokens)
+        cache = self.draft_model.new_cache()
+        fill_cache(self.draft_model, torch.tensor([prompt], device=self.device), cache)
+        self.draft_cache.load(cache)
+        self.last_two.copy_(torch.tensor(state.history[-2:]))
+        return state
+
+    def step_inputs(self, state: ChainState):
+        """The draft is made on the device: only how much of it may count."""
+        state.drafted = self.room(state)
+        self.drafted.fill_(state.drafted)
+        return (None,)

@@ -12,7 +12,8 @@ the next step overwrites or masks. The host writes the next chain into `ids` and
 `drafted` before a step, and reads `verdict` ([accepted, the prediction at every row]) after it:
 one host sync per step, as in the dynamic decoder.
 
-A subclass drafts on the host (`draft_tokens`): prompt lookup (lookup.py).
+A subclass drafts on the host (`draft_tokens`: prompt lookup, lookup.py) or on the device inside
+the step (draft_model.py's StaticDraftModelDecoder, `sps+graphs`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ from ..capture import GraphRunner
 from ..models.gpt_neo import GPTNeo
 from ..models.static_cache import StaticKVCache
 from .chain import ChainDecoder, ChainState
+
+
+def causal_masks(row_pos: torch.Tensor, slots: torch.Tensor, window: int) -> dict:
+    """Boolean [rows, slots] masks per layer kind for rows at positions `row_pos` over a static
+    cache whose slot j holds position j: every slot up to the row's own, and on local layers only
+    those within the window."""
+    seen = slots[None, :] <= row_pos[:, None]
+    return {"global": seen, "local": seen & (row_pos[:, None] - slots[None, :] < window)}
 
 
 class StaticChainDecoder(ChainDecoder):
@@ -55,13 +64,14 @@ class StaticChainDecoder(ChainDecoder):
     def masks(self, length: int) -> dict:
         """[rows, length] per layer kind: the committed slots below pos (within each row's window on
         local layers) and, causally, the chain's own slots from pos."""
-        pos, slots = self.cache.pos, self.slots[:length]
-        row_pos = pos + self.offsets[:, None]  # each row's position
-        seen = slots[None, :] <= row_pos
-        return {"global": seen, "local": seen & (row_pos - slots[None, :] < self.model.window)}
+        return causal_masks(self.cache.pos + self.offsets, self.slots[:length], self.model.window)
 
     def step(self, length: int) -> None:
-        """Verify the chain in `ids` over `length` slots and commit it, all on the device."""
+        self.verify_chain(length)
+
+    def verify_chain(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Verify the chain in `ids` over `length` slots and commit it, all on the device; returns
+        the target's token after each row and the accepted count ([1])."""
         model, cache = self.model, self.cache
         cache.length = length
         pos = cache.pos
@@ -75,6 +85,7 @@ class StaticChainDecoder(ChainDecoder):
         pos.add_(accepted + 1)
         self.verdict[:1].copy_(accepted)
         self.verdict[1:].copy_(predicted)
+        return predicted, accepted
 
     # the DraftLoop's phases
     def start(self, prompt: list[int], max_new_tokens: int) -> ChainState:

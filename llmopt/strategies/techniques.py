@@ -19,7 +19,7 @@ Techniques and what each adds:
           the output so far, verified as a chain by the plain model; composes with a precision
           and graphs (the chain's verify step captured: spec_stream/static_chain.py)
   sps     two-model speculative decoding (strategies/sps.py): a small draft GPT-Neo drafts a
-          chain; composes with a precision (the draft runs in it too)
+          chain; composes with a precision (the draft runs in it too) and graphs
   medusa  Medusa-1 (strategies/medusa.py): heads on the last hidden state draft a tree, verified
           with the tree mask; composes with a precision and graphs
   best    a preset: the fastest composition measured, ss+flash2+graphs (fp16; see BEST)
@@ -28,8 +28,9 @@ Techniques and what each adds:
           the stock references for our pld and sps
 
 Drafting methods (ss and its peers, DRAFTING) exclude one another: a step verifies one draft. The
-peers' steps run eagerly over the dynamic cache, and pld's and medusa's also as captured static
-steps (pld+graphs, medusa+graphs); the other mixes are refused as not built yet (PEERS_NOT_BUILT).
+peers' steps run eagerly over the dynamic cache, or with graphs as captured static steps
+(pld+graphs, sps+graphs, medusa+graphs); with flash2 they are refused as not built yet
+(PEERS_NOT_BUILT).
 
 Groups (GROUPS, expand_techniques): a name standing for several techniques in a list, e.g.
 `peers`, the methods Speculative Streaming is compared against.
@@ -54,9 +55,9 @@ BEST = ("ss", "flash2", "graphs")
 HF_WITH = {"pld": "prompt_lookup_num_tokens", "sps": "assistant_model"}
 DRAFTING = ("ss", "pld", "sps", "medusa")  # each drafts and verifies its own way: at most one per technique
 PEERS = ("pld", "sps", "medusa")  # Speculative Streaming's peers (the paper's related work), as built here
-# parts a peer's step does not compose with yet (pld+graphs: spec_stream/static_chain.py; medusa+graphs:
-# spec_stream/medusa.py's static step)
-PEERS_NOT_BUILT = {"pld": ("flash2",), "sps": ("flash2", "graphs"), "medusa": ("flash2",)}
+# parts a peer's step does not compose with yet (with graphs, each has a static step: spec_stream's
+# static_chain.py for pld, draft_model.py for sps, medusa.py for medusa)
+PEERS_NOT_BUILT = {"pld": ("flash2",), "sps": ("flash2",), "medusa": ("flash2",)}
 GROUPS = {"peers": PEERS}
 PROVIDERS = ("auto", "flash_attn", "sdpa_flash")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
