@@ -19,6 +19,9 @@
 #   sizes   scripts/size_sweep.py over $VALIDATION_SIZES (125m,1.3b,2.7b): half, and the captured fp16 step
 #           under both graphs runtimes (cuda_graph, torch.compile), against the bandwidth floor
 #   compiled E2E's captured cells, plain and Speculative Streaming, under each graphs runtime
+#   peers   E2E, Speculative Streaming's peers against their twins: each eager, each with half+graphs, the
+#           stock references (transformers' prompt lookup and assisted generation), $VALIDATION_PEERS overrides;
+#           sps's draft model and Medusa's heads are trained for the checkpoint first (cached; not for a CPU dry run)
 #   residue scripts/profiler_residue.py, arms profiled and control alternately in new processes
 #           ($VALIDATION_RESIDUE_RUNS (3) of each): does a finished profiler session slow its process?
 # usage: setsid nohup scripts/validation_job.sh [PHASE...] > /tmp/job.log 2>&1 &   (default: all)
@@ -104,6 +107,11 @@ phase() {
           --round-time 0 --strategy-options "{\"graphs\": {\"runtime\": \"$runtime\"}}" ${VALIDATION_SMALL:-} \
           --benchmark-json="$JOB/compiled_$runtime.json" > "$JOB/compiled_$runtime.log" 2>&1
       done ;;
+    peers)
+      local ckpt; ckpt=$(checkpoint_of "$JOB/train_e2e_nlg.log")
+      python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} \
+        --techniques "${VALIDATION_PEERS:-naive,graphs,half+graphs,ss,best,pld,pld+half+graphs,sps,sps+half+graphs,medusa,medusa+half+graphs,hf,hf+pld,hf+sps}" \
+        --benchmark-json="$JOB/peers.json" > "$JOB/peers.log" 2>&1 ;;
     residue)
       mkdir -p "$JOB/residue"
       for i in $(seq "${VALIDATION_RESIDUE_RUNS:-3}"); do
