@@ -28,7 +28,7 @@ from torch import nn
 from ..models.gpt_neo import GPTNeo
 from .decode import DraftLoop, State, commit_tree
 from .loss import IGNORE
-from .static import MASKED_KERNELS, StaticTreeStep
+from .static import StaticTreeStep
 from .tree import DraftTree
 
 HEADS_WEIGHTS = "medusa.safetensors"
@@ -219,9 +219,6 @@ class StaticMedusaDecoder(StaticTreeStep, MedusaDecoder):
 
     def __init__(self, model: MedusaModel, topk: Sequence[int], max_len: int | None = None):
         base = model.base
-        if base.attention not in MASKED_KERNELS:
-            raise ValueError(f"the tree step needs an attention kernel that takes a mask "
-                             f"({', '.join(MASKED_KERNELS)}), not {base.attention!r}")
         super().__init__(model, topk)
         tree, weight = self.tree, base.lm_head.weight
         self.row_depths = tree.depths  # one row per node: the heads read the nodes' own hidden states

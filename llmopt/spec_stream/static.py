@@ -62,6 +62,9 @@ class StaticTreeStep:
     def set_up_static(self, base, own_masks: dict, max_len: int | None, draft_logits: torch.Tensor) -> None:
         """`own_masks`: which of the step's own rows each row sees, per layer kind ([rows, rows]);
         `draft_logits`: a tensor shaped as the logits that draft a tree (copied, not kept)."""
+        if base.attention not in MASKED_KERNELS:
+            raise ValueError(f"the tree step needs an attention kernel that takes a mask "
+                             f"({', '.join(MASKED_KERNELS)}), not {base.attention!r}")
         tree, device, rows = self.tree, self.device, len(self.row_depths)
         self.base, self.rows = base, rows
         self.cache = StaticKVCache(base, (max_len or self.limit) + rows)  # room for the last step's rows
@@ -162,9 +165,6 @@ class StaticTreeDecoder(StaticTreeStep, Loop):
     def __init__(self, model: SpecStreamModel, topk: Sequence[int], max_len: int | None = None,
                  pad_rows: int | None = None):
         base = model.base
-        if base.attention not in MASKED_KERNELS:
-            raise ValueError(f"the tree step needs an attention kernel that takes a mask "
-                             f"({', '.join(MASKED_KERNELS)}), not {base.attention!r}")
         super().__init__(model, topk)
         tree, device, weight = self.tree, self.device, base.lm_head.weight
         self.pad_rows = check_pad_rows(pad_rows)

@@ -68,8 +68,13 @@ class Drafting(Strategy):
         drafter = self.drafter()
         graphs = {"graph_bucket": self.bucket, "setup_s": self.setup_s} if self.technique.graphs else {}
         extra = {"techniques": self.technique.label, **self.options(), **graphs,
-                 "extra_parameters": 0 if drafter is None else sum(p.numel() for p in drafter.parameters()),
-                 "extra_parameter_bytes": 0 if drafter is None else param_bytes(drafter),
-                 "drafter_train_time_s": None if self.drafter_checkpoint() is None
-                 else recorded(self.drafter_checkpoint()).get("train_time_s")}
+                 **drafter_fields(drafter, self.drafter_checkpoint())}
         return {**super().config(), **extra}
+
+
+def drafter_fields(drafter: nn.Module | None, checkpoint) -> dict:
+    """What a record says of a drafting method's extra parameters (`drafter`, None: none) and of
+    their training (`checkpoint`: where they were trained, None: untrained)."""
+    return {"extra_parameters": 0 if drafter is None else sum(p.numel() for p in drafter.parameters()),
+            "extra_parameter_bytes": 0 if drafter is None else param_bytes(drafter),
+            "drafter_train_time_s": None if checkpoint is None else recorded(checkpoint).get("train_time_s")}

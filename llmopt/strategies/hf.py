@@ -12,12 +12,11 @@ import torch
 from transformers import GenerationConfig, GPTNeoForCausalLM
 from transformers.generation.streamers import BaseStreamer
 
-from ..checkpoints import recorded
 from ..generation import Clock, Generation
-from ..models.gpt_neo import param_bytes
 from ..spec_stream.draft_model import DEFAULT_K
-from ..spec_stream.lookup import DEFAULT_MAX_NGRAM, DEFAULT_NUM_DRAFT
+from ..spec_stream.lookup import DEFAULT_MAX_NGRAM, DEFAULT_NUM_DRAFT, check_ngrams
 from .base import Strategy
+from .drafting import drafter_fields
 from .techniques import Technique, parse_dtype, parse_technique
 
 HF_ALONE = parse_technique("hf")
@@ -50,10 +49,11 @@ class HF(Strategy):
         self.technique, self.name = technique, technique.name
         self.dtype = parse_dtype(dtype)
         self.method = technique.drafting  # None, "pld" or "sps"
-        self.num_draft, self.max_ngram, self.k = int(num_draft), int(max_ngram), int(k)
+        self.num_draft, self.max_ngram, _ = check_ngrams(num_draft, max_ngram, 1)
+        self.k = int(k)
+        if self.k < 1:
+            raise ValueError(f"k, the draft length, must be at least 1, got {k}")
         self.draft = None if draft is None else Path(draft)
-        if min(self.num_draft, self.max_ngram, self.k) < 1:
-            raise ValueError(f"{technique.label}: num_draft, max_ngram and k must be at least 1")
 
     def _load(self, checkpoint) -> GPTNeoForCausalLM:
         model = GPTNeoForCausalLM.from_pretrained(checkpoint, dtype=self.dtype, attn_implementation="eager")
@@ -108,10 +108,8 @@ class HF(Strategy):
         config = super().config()
         if self.method == "pld":
             config.update(techniques=self.technique.label, num_draft=self.num_draft, max_ngram=self.max_ngram,
-                          extra_parameters=0, extra_parameter_bytes=0, drafter_train_time_s=None)
+                          **drafter_fields(None, None))
         elif self.method == "sps":
             config.update(techniques=self.technique.label, k=self.k, draft=self.draft.name,
-                          extra_parameters=sum(p.numel() for p in self.assistant.parameters()),
-                          extra_parameter_bytes=param_bytes(self.assistant),
-                          drafter_train_time_s=recorded(self.draft).get("train_time_s"))
+                          **drafter_fields(self.assistant, self.draft))
         return config
