@@ -69,6 +69,10 @@ class HF(Strategy):
         self.device = torch.device(device)
         self.model = self._load(checkpoint)
         self.assistant = self._load(self.draft) if self.method == "sps" else None
+        if self.assistant is not None:
+            # assisted generation reads its draft length, schedule and confidence cut-off from the
+            # assistant's own generation config, not from the one generate() is given
+            self.assistant.generation_config.update(**self._assistant_options())
         self.clock = Clock(self.device)
         self.forwards = 0  # the target's forward calls when it drafts, counted by a hook: generate() does not say
 
@@ -82,10 +86,12 @@ class HF(Strategy):
                        pad_token_id=eos_id if eos_id is not None else 0)
         if self.method == "pld":
             options.update(prompt_lookup_num_tokens=self.num_draft, max_matching_ngram_size=self.max_ngram)
-        elif self.method == "sps":
-            options.update(num_assistant_tokens=self.k, num_assistant_tokens_schedule="constant",
-                           assistant_confidence_threshold=0.0)
         return GenerationConfig(**options)
+
+    def _assistant_options(self) -> dict:
+        """k tokens every step, as our sps drafts: a constant schedule and no confidence cut-off."""
+        return dict(num_assistant_tokens=self.k, num_assistant_tokens_schedule="constant",
+                    assistant_confidence_threshold=0.0)
 
     @torch.inference_mode()
     def generate(self, prompt, max_new_tokens, eos_id):
