@@ -45,9 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--augment-copies", type=options.positive_int,
                        help="spider: add this many renamed copies of each training example (made-up table/column "
                             "names, consistent across schema, question and SQL) to teach copying from the schema")
-    train.add_argument("--gamma", type=options.positive_int, help="ss: number of speculative streams (default 4)")
+    train.add_argument("--gamma", type=options.positive_int,
+                       help="ss: number of speculative streams; medusa: number of heads (default 4)")
     train.add_argument("--stream-layers", type=options.positive_int,
                        help="ss: layers with multi-stream attention (default: 1/6 of the layers for spider, 1/2 otherwise)")
+    train.add_argument("--share-head", action="store_true",
+                       help="medusa: heads end in the base's LM head instead of a vocabulary head each (far fewer parameters)")
     train.add_argument("--output", type=Path, help="write the checkpoint here instead of the cache")
     train.add_argument("--samples", type=non_negative_int, default=32, help="evaluation prompts to decode for the quality metric")
     _common(train)
@@ -131,11 +134,14 @@ def cmd_train(args) -> int:
         recipe = medusa_recipe(args.dataset, overrides.pop("base"), args.shape, **overrides)
     else:
         recipe = default_recipe(args.dataset, args.shape, objective=args.objective, **overrides)
-    if args.gamma or args.stream_layers:
-        if args.objective != "ss":
-            raise ValueError("--gamma and --stream-layers need --objective ss")
-        recipe.objective_options.update({k: v for k, v in dict(
-            gamma=args.gamma, num_stream_layers=args.stream_layers).items() if v})
+    if args.stream_layers and args.objective != "ss":
+        raise ValueError("--stream-layers needs --objective ss")
+    if args.gamma and args.objective not in ("ss", "medusa"):
+        raise ValueError("--gamma needs --objective ss or medusa")
+    if args.share_head and args.objective != "medusa":
+        raise ValueError("--share-head needs --objective medusa")
+    recipe.objective_options.update({k: v for k, v in dict(
+        gamma=args.gamma, num_stream_layers=args.stream_layers, share_head=args.share_head).items() if v})
     device = args.device or measure.default_device()
     if args.output:
         path = train(args.dataset, recipe, args.output, data_dir=args.data_dir, device=device)

@@ -510,17 +510,20 @@ class Bench:
         """What a peer method drafts with, trained for this dataset's checkpoint once and cached:
         sps's draft model (a small shape with the target's tokenizer), Medusa's heads (on the
         frozen target). Options given by the user take precedence."""
-        parts = technique_parts(technique)
-        if "sps" not in parts and "medusa" not in parts:
-            return {}
-        s, workload = self.settings, self.workload(dataset)
+        parts, s = technique_parts(technique), self.settings
+        given = s.options_for(technique)
+        if ("sps" not in parts or "draft" in given) and ("medusa" not in parts or "heads" in given):
+            return {}  # nothing to draft with, or the user's own
+        workload = self.workload(dataset)
         shape = workload.model if workload.model in SHAPES else "125m"
 
         def trained(recipe):
             return str(ensure_trained(dataset, recipe, data_dir=s.data_dir, device=s.device))
         if "sps" in parts:
             return {"draft": trained(draft_recipe(dataset, workload.checkpoint, "tiny" if shape == "tiny" else "draft"))}
-        return {"heads": trained(medusa_recipe(dataset, workload.checkpoint, shape))}
+        # heads of the kind asked for: their own LM heads (Medusa-1), or the base's (`share_head`)
+        shared = {"objective_options": {"share_head": True}} if given.get("share_head") else {}
+        return {"heads": trained(medusa_recipe(dataset, workload.checkpoint, shape, **shared))}
 
     def _prepare(self, strategy: Strategy, workload: Workload) -> Cell:
         device = self.settings.device

@@ -19,9 +19,11 @@
 #   sizes   scripts/size_sweep.py over $VALIDATION_SIZES (125m,1.3b,2.7b): half, and the captured fp16 step
 #           under both graphs runtimes (cuda_graph, torch.compile), against the bandwidth floor
 #   compiled E2E's captured cells, plain and Speculative Streaming, under each graphs runtime
-#   peers   E2E, Speculative Streaming's peers against their twins: each eager, each with half+graphs, the
-#           stock references (transformers' prompt lookup and assisted generation), $VALIDATION_PEERS overrides;
-#           sps's draft model and Medusa's heads are trained for the checkpoint first (cached; not for a CPU dry run)
+#   peers   $VALIDATION_PEERS_DATASETS (e2e_nlg; each trained by the train phase), Speculative Streaming's peers
+#           against their twins: each eager, each with half+graphs, the stock references (transformers' prompt
+#           lookup and assisted generation), $VALIDATION_PEERS overrides; then Medusa with heads sharing the base's
+#           LM head (VALIDATION_PEERS_SHARED=0: not); sps's draft model and Medusa's heads are trained for the
+#           checkpoint first (cached)
 #   residue scripts/profiler_residue.py, arms profiled and control alternately in new processes
 #           ($VALIDATION_RESIDUE_RUNS (3) of each): does a finished profiler session slow its process?
 # usage: setsid nohup scripts/validation_job.sh [PHASE...] > /tmp/job.log 2>&1 &   (default: all)
@@ -108,10 +110,18 @@ phase() {
           --benchmark-json="$JOB/compiled_$runtime.json" > "$JOB/compiled_$runtime.log" 2>&1
       done ;;
     peers)
-      local ckpt; ckpt=$(checkpoint_of "$JOB/train_e2e_nlg.log")
-      python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} \
-        --techniques "${VALIDATION_PEERS:-naive,graphs,half+graphs,ss,best,pld,pld+half+graphs,sps,sps+half+graphs,medusa,medusa+half+graphs,hf,hf+pld,hf+sps}" \
-        --benchmark-json="$JOB/peers.json" > "$JOB/peers.log" 2>&1 ;;
+      local d ckpt
+      for d in ${VALIDATION_PEERS_DATASETS:-e2e_nlg}; do
+        ckpt=$(checkpoint_of "$JOB/train_$d.log")
+        python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets "$d" ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} \
+          --techniques "${VALIDATION_PEERS:-naive,graphs,half+graphs,ss,best,pld,pld+half+graphs,sps,sps+half+graphs,medusa,medusa+half+graphs,hf,hf+pld,hf+sps}" \
+          --benchmark-json="$JOB/peers_$d.json" > "$JOB/peers_$d.log" 2>&1
+        pack
+        # Medusa with heads that end in the base's LM head (`share_head`), beside Medusa-1's own heads
+        [ "${VALIDATION_PEERS_SHARED:-1}" = 0 ] || python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets "$d" \
+          ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} --techniques naive,medusa,medusa+half+graphs \
+          --strategy-options '{"medusa": {"share_head": true}}' --benchmark-json="$JOB/peers_shared_$d.json" > "$JOB/peers_shared_$d.log" 2>&1
+      done ;;
     residue)
       mkdir -p "$JOB/residue"
       for i in $(seq "${VALIDATION_RESIDUE_RUNS:-3}"); do

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from llmopt.models.gpt_neo import SHAPES
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LLMOPT_DATA_DIR") or ROOT.parent / "shared" / "datasets")
 # the README's main command, with only the data, model and size options added
@@ -70,6 +72,33 @@ def test_the_stock_references_run_beside_the_peers_they_mirror(env, tmp_path):
     assert records["hf+sps"]["config"]["draft"] == records["sps"]["config"]["draft"]
     assert records["hf+sps"]["extra_parameters"] == records["sps"]["extra_parameters"] > 0
     assert records["hf+pld"]["extra_parameters"] == 0 and records["hf+pld"]["mean_accepted_tokens"] >= 1
+
+
+def test_medusa_heads_that_share_the_base_lm_head_are_trained_when_asked_for(env, tmp_path):
+    """`share_head` (the issue's "report both"): the benchmark trains heads ending in the base's LM
+    head instead of Medusa-1's vocabulary head each, and the record says which it measured."""
+    out = tmp_path / "shared.json"
+    result = run([*MAIN, "--datasets", "e2e_nlg", "--techniques", "naive,medusa", *SMALL, "--json", str(out),
+                  "--strategy-options", '{"medusa": {"share_head": true}}'], env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    medusa = next(r for r in json.loads(out.read_text()) if r["technique"] == "medusa")
+    assert medusa["config"]["share_head"] is True and medusa["match_naive"] == 1.0
+    hidden, gamma = SHAPES["tiny"]["hidden_size"], medusa["config"]["gamma"]
+    assert medusa["extra_parameters"] == gamma * (hidden * hidden + hidden)  # a residual block each, no head
+
+
+BAD_TRAIN = [(["--objective", "lm", "--share-head"], "--share-head needs --objective medusa"),
+             (["--objective", "lm", "--gamma", "3"], "--gamma needs --objective ss or medusa"),
+             (["--objective", "medusa", "--stream-layers", "2"], "--stream-layers needs --objective ss")]
+
+
+@pytest.mark.parametrize("args,message", BAD_TRAIN, ids=[" ".join(a) for a, _ in BAD_TRAIN])
+def test_bad_train_options_are_one_line_and_exit_2(args, message, capsys):
+    from llmopt import cli
+
+    assert cli.main(["train", "--dataset", "e2e_nlg", "--base", "x", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_llmopt_bench_prints_the_table_and_writes_json(bench_json):

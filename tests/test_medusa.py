@@ -104,6 +104,10 @@ def test_strategy_matches_naive(tmp_path):
     static = get_strategy("medusa+graphs", dtype="float64", topk="2,2,1,1", runtime="static", bucket=32)
     static.prepare(tmp_path, "cpu")
     assert (static.config()["runtime"], static.config()["graph_bucket"]) == ("static", 32)
+    with pytest.raises(ValueError, match="trained with share_head=false, not true"):
+        get_strategy("medusa", share_head=True).prepare(tmp_path, "cpu")
+    with pytest.raises(ValueError, match="share_head must be true or false"):
+        get_strategy("medusa", share_head="yes")
     for prompt in random_prompts(6, 30, 40):
         expected = naive.generate(prompt, 30, 7)
         for strategy in (medusa, static):

@@ -19,18 +19,27 @@ MEDUSA = parse_technique("medusa")
 
 class Medusa(Drafting):
     def __init__(self, technique: Technique = MEDUSA, dtype=None, heads: str | Path | None = None,
-                 topk=DEFAULT_TOPK, runtime: str | None = None, bucket: int | None = None, max_len: int | None = None):
+                 topk=DEFAULT_TOPK, share_head: bool | None = None, runtime: str | None = None,
+                 bucket: int | None = None, max_len: int | None = None):
         """heads: the directory of the trained heads (default: the checkpoint); topk: tokens of head
         k at depth k of the draft tree (the same default tree as ss; cut to the number of heads);
-        runtime / bucket / max_len: options of graphs (see capture.py)."""
+        share_head: heads that end in the base's LM head instead of their own (the benchmark trains
+        such heads when it trains them; loaded heads must be of that kind); runtime / bucket /
+        max_len: options of graphs (see capture.py)."""
         super().__init__(technique, dtype, runtime, bucket, max_len)
         self.heads = None if heads is None else Path(heads)
+        if share_head not in (None, True, False):
+            raise ValueError(f"share_head must be true or false, got {share_head!r}")
+        self.share_head = share_head
         self.topk = parse_topk(topk)
         if not self.topk or min(self.topk) < 1:
             raise ValueError(f"topk must be positive tokens per depth, got {topk!r}")
 
     def make_decoder(self, target, checkpoint):
         model = MedusaModel.load_heads(target, self.heads or checkpoint).eval()
+        if self.share_head is not None and model.share_head != self.share_head:
+            raise ValueError(f"the Medusa heads in {self.heads or checkpoint} were trained with "
+                             f"share_head={str(model.share_head).lower()}, not {str(self.share_head).lower()}")
         topk = self.topk[: model.gamma]
         if not self.technique.graphs:
             return MedusaDecoder(model, topk)
