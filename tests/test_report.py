@@ -144,3 +144,12 @@ def test_the_peers_table_weighs_each_drafting_method_against_naive_and_its_plain
     assert "| E2E-NLG | hf+pld (fp32) | 210.0 | 0.75× | 1.50× (`hf`) | 1.60 |" in text
     # a run without drafting cells has no peers table
     assert "its peers" not in report.markdown([load_run(saved_run(tmp_path / "plain.json", records[:3] + records[7:8]))])
+
+
+def test_the_speed_up_is_the_recorded_paired_one_where_a_run_has_it(tmp_path):
+    """The gate's statistic (the median of same-cycle ratios) where the record holds it, as the
+    terminal summary prints it; the ratio of the medians only for runs that predate it."""
+    records = [cell("e2e_nlg", "naive", 200.0), cell("e2e_nlg", "ss", 360.0, speedup_over_naive=1.74),
+               cell("e2e_nlg", "graphs", 1000.0)]
+    text = report.markdown([load_run(saved_run(tmp_path / "run.json", records))])
+    assert "| ss (fp32) | 1.74× |" in text and "| graphs (fp32) | 5.00× |" in text and "| naive (fp32) | 1.00× |" in text
