@@ -72,6 +72,8 @@ def test_the_stock_references_run_beside_the_peers_they_mirror(env, tmp_path):
     assert records["hf+sps"]["config"]["draft"] == records["sps"]["config"]["draft"]
     assert records["hf+sps"]["extra_parameters"] == records["sps"]["extra_parameters"] > 0
     assert records["hf+pld"]["extra_parameters"] == 0 and records["hf+pld"]["mean_accepted_tokens"] >= 1
+    # the bandwidth floor is reckoned against the target's weights, the drafting methods' too
+    assert records["sps"]["weight_bytes"] == records["naive"]["weight_bytes"] > 0
 
 
 def test_medusa_heads_that_share_the_base_lm_head_are_trained_when_asked_for(env, tmp_path):
