@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .compare import Run, load_run
 from .names import DATASET_TITLES, datasets, slug, techniques
-from .strategies.techniques import DRAFTING, technique_parts
+from .strategies.techniques import DRAFTING, parse_technique, technique_parts
 
 QUALITY_TITLES = {"exact_match": "EM", "rouge_l": "ROUGE-L"}
 DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
@@ -87,8 +87,17 @@ def _details(run: Run, names: list[str]) -> list[str]:
     return lines
 
 
+def _parts(technique: str) -> set[str]:
+    """What a cell runs, a preset expanded (`best` -> ss, flash2, graphs); a name the grammar no
+    longer takes, as written."""
+    try:
+        return set(parse_technique(technique).parts)
+    except ValueError:
+        return set(technique_parts(technique))
+
+
 def _drafting(technique: str) -> set[str]:
-    return set(technique_parts(technique)) & set(DRAFTING)
+    return _parts(technique) & set(DRAFTING)
 
 
 def plain_twin(run: Run, cell: tuple[str, str]) -> str | None:
@@ -96,9 +105,9 @@ def plain_twin(run: Run, cell: tuple[str, str]) -> str | None:
     (`ss+half` -> `half+graphs`, `pld` -> `graphs`, `best` -> `flash2+graphs`), if the run has it;
     a stock reference's is stock generate (`hf+pld` -> `hf`), which has no captured step."""
     dataset, technique = cell
-    plain = set(technique_parts(technique)) - _drafting(technique)
+    plain = _parts(technique) - _drafting(technique)
     want = plain if "hf" in plain else plain | {"graphs"}
-    return next((t for d, t in run.cells if d == dataset and set(technique_parts(t)) == want), None)
+    return next((t for d, t in run.cells if d == dataset and _parts(t) == want), None)
 
 
 def _count(n) -> str:

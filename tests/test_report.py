@@ -136,6 +136,13 @@ def test_the_peers_table_weighs_each_drafting_method_against_naive_and_its_plain
     assert report.plain_twin(run, ("e2e_nlg", "ss")) == "graphs"
     assert report.plain_twin(run, ("e2e_nlg", "hf+pld")) == "hf"  # stock generate has no captured step
     assert report.plain_twin(run, ("e2e_nlg", "ss+half+graphs")) == "half+graphs"
+    # a preset is a drafting cell too: `best` (ss+flash2+graphs) against flash2+graphs
+    with_best = load_run(saved_run(tmp_path / "best.json", records + [
+        cell("e2e_nlg", "flash2+graphs", 1000.0, dtype="float16"),
+        cell("e2e_nlg", "best", 2000.0, dtype="float16", mean_accepted_tokens=2.6, extra_parameters=3072,
+             extra_parameter_bytes=6144)]))
+    assert report.plain_twin(with_best, ("e2e_nlg", "best")) == "flash2+graphs"
+    assert "| E2E-NLG | best (fp16) | 2000.0 | 7.14× | 2.00× (`flash2+graphs`) | 2.60 |" in report.markdown([with_best])
     text = report.markdown([run])
     assert "| E2E-NLG | ss (fp32) | 560.0 | 2.00× | 0.56× (`graphs`) | 2.60 | 3.1 k (12.0 KiB) | 115 s | – |" in text
     assert "| E2E-NLG | ss+half+graphs (fp16) | 2200.0 | 7.86× | 2.00× (`half+graphs`) | 2.60 | 3.1 k (6.0 KiB) |" in text
