@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--base", help="fine-tune this checkpoint (directory or hub id) instead of training from scratch")
     train.add_argument("--steps", type=options.positive_int, help="optimizer steps (default: the dataset's recipe)")
     train.add_argument("--batch-size", type=options.positive_int)
+    train.add_argument("--micro-batch", type=non_negative_int,
+                       help="rows per forward and backward, gradients summed over the batch (default: 16 for 1.3b "
+                            "and 2.7b, else 0: the whole batch at once)")
     train.add_argument("--lr", type=options.positive_float)
     train.add_argument("--objective", default="lm", choices=("lm", "ss", "medusa"),
                        help="lm (next token), ss (Speculative Streaming: main + 0.1 x each stream's CE) or medusa "
@@ -126,7 +129,7 @@ def cmd_train(args) -> int:
     from .train import default_recipe, ensure_trained, medusa_recipe, train
 
     overrides = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, base=args.base,
-                                       augment_copies=args.augment_copies).items()
+                                       augment_copies=args.augment_copies, micro_batch=args.micro_batch).items()
                  if v is not None}
     if args.objective == "medusa":
         if not args.base:

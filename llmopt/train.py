@@ -59,11 +59,16 @@ class Recipe:
     # train from scratch with this checkpoint's tokenizer, vocabulary size and context (sps's draft
     # model must share its target's); None: train a tokenizer on the dataset
     tokenizer_from: str | None = None
+    # rows per forward and backward: a batch of batch_size rows is taken in slices of this many, their
+    # gradients summed (the 1.3b and 2.7b shapes, whose activations for a whole batch would not fit
+    # one GPU beside the optimizer's state); 0: the whole batch at once
+    micro_batch: int = 0
 
     def key(self) -> str:
         fields = dataclasses.asdict(self)
-        if fields["tokenizer_from"] is None:  # added later: recipes without it keep their names
-            del fields["tokenizer_from"]
+        for name, unset in (("tokenizer_from", None), ("micro_batch", 0)):
+            if fields[name] == unset:  # added later: recipes without them keep their names
+                del fields[name]
         blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -79,7 +84,10 @@ def default_recipe(dataset: str, shape: str = "125m", **overrides) -> Recipe:
     per_dataset = {"e2e_nlg": dict(batch_size=128, max_len=256), "spider": dict(augment_copies=2), "dialogsum": {}}
     if shape == "tiny":  # CI: a few seconds on a CPU
         per_dataset = {d: dict(steps=30, batch_size=8, max_len=256, vocab_size=512, warmup_steps=5) for d in data.DATASETS}
-    recipe = Recipe(shape=shape, **{**per_dataset[dataset], **overrides})
+    # the large shapes in slices of 16 rows: 1.3b's activations for 128 rows of 256 tokens come to
+    # about 55 GiB beside its 21 GiB of weights, gradients and AdamW state
+    sliced = {"micro_batch": 16} if shape in ("1.3b", "2.7b") else {}
+    recipe = Recipe(shape=shape, **{**per_dataset[dataset], **sliced, **overrides})
     if recipe.objective == "ss" and not recipe.objective_options:
         # the paper's layer choice: MSA in the top 1/6 of the layers for SQL, 1/2 otherwise (on
         # E2E, H200: 6 of 12 layers accepted 2.56 tokens/step against 2.41 with 4, and kept quality)
@@ -193,6 +201,27 @@ def deterministic(seed: int):
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
+def sliced_backward(model, loss_fn, ids: torch.Tensor, labels: torch.Tensor, rows: int, autocast) -> torch.Tensor:
+    """The batch's loss backpropagated in slices of `rows` rows (0: at once), each weighted by its
+    share of the batch's next-token targets, so the summed gradients are the whole batch's (exactly
+    for the lm objective; the streams' and heads' terms, whose targets a slice shares a little
+    differently, nearly). Returns the batch's loss, detached."""
+    if not 0 < rows < len(ids):
+        with autocast():
+            loss, _ = loss_fn(model, ids, labels)
+        loss.backward()
+        return loss.detach()
+    total = (labels[:, 1:] != IGNORE).sum()
+    loss = ids.new_zeros((), dtype=torch.float32)
+    for part_ids, part_labels in zip(ids.split(rows), labels.split(rows)):
+        with autocast():
+            part, _ = loss_fn(model, part_ids, part_labels)
+        share = (part_labels[:, 1:] != IGNORE).sum() / total
+        (part * share).backward()
+        loss += part.detach() * share
+    return loss
+
+
 @torch.no_grad()
 def evaluate(model, loss_fn, eval_batches, device, autocast) -> float:
     model.eval()
@@ -292,10 +321,7 @@ def _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, sav
     for step in range(start, recipe.steps):
         ids, labels = next(stream)
         ids, labels = ids.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with autocast():
-            loss, logs = loss_fn(model, ids, labels)
-        loss.backward()
-        loss = loss.detach()
+        loss = sliced_backward(model, loss_fn, ids, labels, recipe.micro_batch, autocast)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         if torch.isfinite(grad_norm):
             optimizer.step()

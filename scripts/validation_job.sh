@@ -24,6 +24,9 @@
 #           lookup and assisted generation), $VALIDATION_PEERS overrides; then Medusa with heads sharing the base's
 #           LM head (VALIDATION_PEERS_SHARED=0: not); sps's draft model and Medusa's heads are trained for the
 #           checkpoint first (cached)
+#   large   E2E at $VALIDATION_LARGE (1.3b): its SS checkpoint trained (bf16 autocast, slices of 16 rows;
+#           VALIDATION_LARGE_TRAIN adds `llmopt train` options, e.g. --steps), then the captured fp16 cells of
+#           plain decoding, SS and its peers ($VALIDATION_LARGE_TECHNIQUES overrides)
 #   residue scripts/profiler_residue.py, arms profiled and control alternately in new processes
 #           ($VALIDATION_RESIDUE_RUNS (3) of each): does a finished profiler session slow its process?
 # usage: setsid nohup scripts/validation_job.sh [PHASE...] > /tmp/job.log 2>&1 &   (default: all)
@@ -122,6 +125,16 @@ phase() {
           ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} --techniques naive,medusa,medusa+half+graphs \
           --strategy-options '{"medusa": {"share_head": true}}' --benchmark-json="$JOB/peers_shared_$d.json" > "$JOB/peers_shared_$d.log" 2>&1
       done ;;
+    large)
+      # Speculative Streaming and its peers where decoding is bound by the weights: E2E at $VALIDATION_LARGE
+      local shape=${VALIDATION_LARGE:-1.3b} ckpt
+      python3 -m llmopt train --dataset e2e_nlg --shape "$shape" --objective ss --samples "${VALIDATION_SAMPLES:-32}" \
+        ${VALIDATION_LARGE_TRAIN:-} > "$JOB/train_e2e_nlg_$shape.log" 2>&1
+      pack
+      ckpt=$(checkpoint_of "$JOB/train_e2e_nlg_$shape.log")
+      python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} \
+        --techniques "${VALIDATION_LARGE_TECHNIQUES:-naive,half+graphs,ss+half+graphs,best,medusa+half+graphs,sps+half+graphs,pld+half+graphs}" \
+        --benchmark-json="$JOB/large_$shape.json" > "$JOB/large_$shape.log" 2>&1 ;;
     residue)
       mkdir -p "$JOB/residue"
       for i in $(seq "${VALIDATION_RESIDUE_RUNS:-3}"); do

@@ -1,5 +1,6 @@
 """Tokenizer and trainer on tiny data: deterministic tokenizer, loss falls, atomic checkpoints."""
 
+import contextlib
 import json
 import os
 
@@ -9,7 +10,7 @@ from transformers import AutoTokenizer, GPTNeoForCausalLM
 
 from llmopt import train as training
 from llmopt.checkpoints import fingerprint
-from llmopt.models.gpt_neo import GPTNeo
+from llmopt.models.gpt_neo import GPTNeo, make_config
 from llmopt.tokenizer import EOS, encode_example, encode_prompt, train_tokenizer
 from train_worker import EXAMPLES
 
@@ -94,6 +95,25 @@ def test_recipe_key_changes_with_the_recipe():
     assert a.key() == training.default_recipe("spider", "125m").key()
     assert a.key() != training.default_recipe("spider", "125m", lr=1e-4).key()
     assert training.default_recipe("e2e_nlg", "125m").batch_size == 128
+
+
+def test_a_batch_in_slices_gives_the_whole_batchs_gradient():
+    """Recipe.micro_batch (the 1.3b and 2.7b shapes' default): slices of the batch, each weighted
+    by its share of the targets, sum to the gradient of the batch taken at once (lm objective)."""
+    model = GPTNeo.random(make_config("tiny", vocab_size=40), seed=0)
+    g = torch.Generator().manual_seed(0)
+    items = [(torch.randint(1, 40, (n,), generator=g).tolist(), p) for n, p in [(9, 3), (14, 5), (6, 2), (11, 1), (8, 4)]]
+    ids, labels = training.collate(items)
+    grads = []
+    for rows in (0, 2):
+        model.zero_grad()
+        loss = training.sliced_backward(model, training.lm_loss, ids, labels, rows, contextlib.nullcontext)
+        grads.append((loss, [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[1][0], grads[0][0], rtol=1e-5, atol=1e-6)
+    for sliced, whole in zip(grads[1][1], grads[0][1]):
+        torch.testing.assert_close(sliced, whole, rtol=1e-4, atol=1e-6)
+    assert training.default_recipe("e2e_nlg", "1.3b").micro_batch == 16
+    assert training.default_recipe("e2e_nlg", "125m").micro_batch == 0  # and its recipe's name is as before
 
 
 def test_keeps_the_weights_of_the_best_evaluation(tmp_path, toy_data, monkeypatch):
