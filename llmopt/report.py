@@ -155,8 +155,8 @@ def run_section(run: Run, figures: list[tuple[str, str]] = ()) -> list[str]:
     if any(t == "naive" for _, t in run.cells):
         lines += ["Speed-up over `naive` (same run; the median of same-cycle ratios where recorded, else the ratio of medians):", "", *_grid(run, names, lambda c: _speedup(run, c)), ""]
     if table := peers(run, names):
-        lines += ["Speculative Streaming and its peers (each drafting method, against `naive` and against "
-                  "its plain captured twin):", "", *table, ""]
+        lines += ["Speculative Streaming and its peers (each drafting method, against `naive` as in the speed-up "
+                  "table and against its plain captured twin as the ratio of their medians):", "", *table, ""]
     lines += ["Per cell: mean accepted tokens per target forward, acceptance ratio of drafted tokens, "
               "peak GPU memory, quality of the outputs, share of prompts identical to plain greedy decoding:", "",
               *_details(run, names), ""]

@@ -217,7 +217,8 @@ def sliced_backward(model, loss_fn, ids: torch.Tensor, labels: torch.Tensor, row
         with autocast():
             part, _ = loss_fn(model, part_ids, part_labels)
         share = (part_labels[:, 1:] != IGNORE).sum() / total
-        (part * share).backward()
+        if part.requires_grad:  # a slice with no target for any Medusa head has a constant loss
+            (part * share).backward()
         loss += part.detach() * share
     return loss
 
@@ -302,7 +303,8 @@ def _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, sav
     start, elapsed, history, best = 0, 0.0, [], None  # best: (eval loss, step, weights on the CPU)
     if resume_path.is_file():
         state = torch.load(resume_path, map_location=device, weights_only=False)
-        if state["recipe"] == dataclasses.asdict(recipe):
+        # a state saved before a field existed holds that field's unset value
+        if {"tokenizer_from": None, "micro_batch": 0, **state["recipe"]} == dataclasses.asdict(recipe):
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])

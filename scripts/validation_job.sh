@@ -22,8 +22,8 @@
 #   peers   $VALIDATION_PEERS_DATASETS (e2e_nlg; each trained by the train phase), Speculative Streaming's peers
 #           against their twins: each eager, each with half+graphs, the stock references (transformers' prompt
 #           lookup and assisted generation), $VALIDATION_PEERS overrides; then Medusa with heads sharing the base's
-#           LM head (VALIDATION_PEERS_SHARED=0: not); sps's draft model and Medusa's heads are trained for the
-#           checkpoint first (cached)
+#           LM head (VALIDATION_PEERS_SHARED=0: not; VALIDATION_PEERS_SHARED_TECHNIQUES: its cells); sps's
+#           draft model and Medusa's heads are trained for the checkpoint first (cached)
 #   large   E2E at $VALIDATION_LARGE (1.3b): its SS checkpoint trained (bf16 autocast, slices of 16 rows;
 #           VALIDATION_LARGE_TRAIN adds `llmopt train` options, e.g. --steps), then the captured fp16 cells of
 #           plain decoding, SS and its peers ($VALIDATION_LARGE_TECHNIQUES overrides)
@@ -116,13 +116,14 @@ phase() {
       local d ckpt
       for d in ${VALIDATION_PEERS_DATASETS:-e2e_nlg}; do
         ckpt=$(checkpoint_of "$JOB/train_$d.log")
+        [ -n "$ckpt" ] || { echo "peers: no checkpoint in $JOB/train_$d.log" >&2; continue; }
         python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets "$d" ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} \
           --techniques "${VALIDATION_PEERS:-naive,graphs,half+graphs,ss,best,pld,pld+half+graphs,sps,sps+half+graphs,medusa,medusa+half+graphs,hf,hf+pld,hf+sps}" \
           --benchmark-json="$JOB/peers_$d.json" > "$JOB/peers_$d.log" 2>&1
         pack
         # Medusa with heads that end in the base's LM head (`share_head`), beside Medusa-1's own heads
         [ "${VALIDATION_PEERS_SHARED:-1}" = 0 ] || python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets "$d" \
-          ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} --techniques naive,medusa,medusa+half+graphs \
+          ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} --techniques "${VALIDATION_PEERS_SHARED_TECHNIQUES:-naive,medusa,medusa+half+graphs}" \
           --strategy-options '{"medusa": {"share_head": true}}' --benchmark-json="$JOB/peers_shared_$d.json" > "$JOB/peers_shared_$d.log" 2>&1
       done ;;
     large)
@@ -132,6 +133,7 @@ phase() {
         ${VALIDATION_LARGE_TRAIN:-} > "$JOB/train_e2e_nlg_$shape.log" 2>&1
       pack
       ckpt=$(checkpoint_of "$JOB/train_e2e_nlg_$shape.log")
+      [ -n "$ckpt" ] || { echo "large: no checkpoint in $JOB/train_e2e_nlg_$shape.log" >&2; return; }
       python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} \
         --techniques "${VALIDATION_LARGE_TECHNIQUES:-naive,half+graphs,ss+half+graphs,best,medusa+half+graphs,sps+half+graphs,pld+half+graphs}" \
         --benchmark-json="$JOB/large_$shape.json" > "$JOB/large_$shape.log" 2>&1 ;;
