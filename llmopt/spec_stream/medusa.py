@@ -220,10 +220,9 @@ class StaticMedusaDecoder(StaticTreeStep, MedusaDecoder):
     def __init__(self, model: MedusaModel, topk: Sequence[int], max_len: int | None = None):
         base = model.base
         super().__init__(model, topk)
-        tree, weight = self.tree, base.lm_head.weight
+        tree = self.tree
         self.row_depths = tree.depths  # one row per node: the heads read the nodes' own hidden states
-        self.set_up_static(base, base.masks(0, tree.depths, tree.ancestors), max_len,
-                           torch.zeros(model.gamma, base.config.vocab_size, dtype=weight.dtype, device=weight.device))
+        self.set_up_static(base, base.masks(0, tree.depths, tree.ancestors), max_len)
 
     def prefill(self, prompt: list[int]) -> State:
         return MedusaDecoder.start(self, prompt)

@@ -59,9 +59,8 @@ class StaticTreeStep:
 
     runner: GraphRunner | None
 
-    def set_up_static(self, base, own_masks: dict, max_len: int | None, draft_logits: torch.Tensor) -> None:
-        """`own_masks`: which of the step's own rows each row sees, per layer kind ([rows, rows]);
-        `draft_logits`: a tensor shaped as the logits that draft a tree (copied, not kept)."""
+    def set_up_static(self, base, own_masks: dict, max_len: int | None) -> None:
+        """`own_masks`: which of the step's own rows each row sees, per layer kind ([rows, rows])."""
         if base.attention not in MASKED_KERNELS:
             raise ValueError(f"the tree step needs an attention kernel that takes a mask "
                              f"({', '.join(MASKED_KERNELS)}), not {base.attention!r}")
@@ -79,7 +78,9 @@ class StaticTreeStep:
         self.paths = torch.tensor([p + p[-1:] * (tree.depth + 1 - len(p)) for p in tree.paths], device=device)
         # state carried between steps, at fixed addresses
         self.root = torch.zeros(1, dtype=torch.long, device=device)
-        self.stream_logits = torch.zeros_like(draft_logits)
+        # the logits that draft the next tree: one row per stream (ss) or head (medusa), `gamma` of them
+        self.stream_logits = torch.zeros(self.model.gamma, base.config.vocab_size, dtype=base.lm_head.weight.dtype,
+                                         device=device)
         self.verdict = torch.zeros(1 + tree.size, dtype=torch.long, device=device)
         self.runner = None
 
@@ -166,7 +167,7 @@ class StaticTreeDecoder(StaticTreeStep, Loop):
                  pad_rows: int | None = None):
         base = model.base
         super().__init__(model, topk)
-        tree, device, weight = self.tree, self.device, base.lm_head.weight
+        tree, device = self.tree, self.device
         self.pad_rows = check_pad_rows(pad_rows)
         self.nodes = nodes = -(-tree.size // self.pad_rows) * self.pad_rows  # tree nodes, then padding
         pad = nodes - tree.size
@@ -176,8 +177,7 @@ class StaticTreeDecoder(StaticTreeStep, Loop):
             sees = torch.block_diag(tree.ancestors, torch.eye(pad, dtype=torch.bool, device=device))
             self.tree_masks = model.stream_masks(base.masks(0, self.depths, sees), 0, nodes)
             self.row_depths = torch.cat([self.depths, self.depths.repeat_interleave(model.gamma)])
-        self.set_up_static(base, self.tree_masks, max_len,
-                           torch.zeros(model.gamma, base.config.vocab_size, dtype=weight.dtype, device=device))
+        self.set_up_static(base, self.tree_masks, max_len)
 
     def static_tensors(self) -> list[torch.Tensor]:
         return [*super().static_tensors(), self.depths, self.pad_ids]
