@@ -37,6 +37,11 @@ from .spec_stream.medusa import build_medusa, medusa_loss
 from .tokenizer import encode_example, load_tokenizer, train_tokenizer
 
 
+# fields added to Recipe after checkpoints were cached, with the value that leaves them unset: a
+# recipe that leaves them so keeps its name, and a resume state saved before them still matches
+ADDED_LATER = {"tokenizer_from": None, "micro_batch": 0}
+
+
 @dataclass
 class Recipe:
     """Everything that decides the trained weights; its hash names the cached checkpoint."""
@@ -65,10 +70,7 @@ class Recipe:
     micro_batch: int = 0
 
     def key(self) -> str:
-        fields = dataclasses.asdict(self)
-        for name, unset in (("tokenizer_from", None), ("micro_batch", 0)):
-            if fields[name] == unset:  # added later: recipes without them keep their names
-                del fields[name]
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k not in ADDED_LATER or v != ADDED_LATER[k]}
         blob = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -303,8 +305,7 @@ def _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, sav
     start, elapsed, history, best = 0, 0.0, [], None  # best: (eval loss, step, weights on the CPU)
     if resume_path.is_file():
         state = torch.load(resume_path, map_location=device, weights_only=False)
-        # a state saved before a field existed holds that field's unset value
-        if {"tokenizer_from": None, "micro_batch": 0, **state["recipe"]} == dataclasses.asdict(recipe):
+        if {**ADDED_LATER, **state["recipe"]} == dataclasses.asdict(recipe):
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
