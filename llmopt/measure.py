@@ -516,7 +516,8 @@ class Bench:
             return {}  # nothing to draft with, or the user's own
         workload = self.workload(dataset)
         # the target's shape names the drafter's checkpoint: a shape given, else the one it was trained at
-        shape = workload.model if workload.model in SHAPES else recorded(workload.checkpoint).get("recipe", {}).get("shape", "125m")
+        shape = (workload.model if workload.model in SHAPES
+                 else recorded(workload.checkpoint).get("recipe", {}).get("shape", "125m"))
 
         def trained(recipe):
             return str(ensure_trained(dataset, recipe, data_dir=s.data_dir, device=s.device))

@@ -153,7 +153,8 @@ def run_section(run: Run, figures: list[tuple[str, str]] = ()) -> list[str]:
              *_grid(run, names, lambda c: f"{run.cells[c]['tokens_per_s']:.1f} ({_spread(run.cells[c])})"),
              ""]
     if any(t == "naive" for _, t in run.cells):
-        lines += ["Speed-up over `naive` (same run; the median of same-cycle ratios where recorded, else the ratio of medians):", "", *_grid(run, names, lambda c: _speedup(run, c)), ""]
+        lines += ["Speed-up over `naive` (same run; the median of same-cycle ratios where recorded, else the ratio "
+                  "of medians):", "", *_grid(run, names, lambda c: _speedup(run, c)), ""]
     if table := peers(run, names):
         lines += ["Speculative Streaming and its peers (each drafting method, against `naive` as in the speed-up "
                   "table and against its plain captured twin as the ratio of their medians):", "", *table, ""]

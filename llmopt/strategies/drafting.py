@@ -5,6 +5,8 @@ report compares: 0 for pld, the draft model's for sps, the heads' for medusa).""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -72,6 +74,21 @@ class Drafting(Strategy):
         extra = {"techniques": self.technique.label, **self.options(), **graphs,
                  **drafter_fields(drafter, self.drafter_checkpoint())}
         return {**super().config(), **extra}
+
+
+def draft_options(draft, k) -> tuple[Path | None, int]:
+    """A draft-model method's options (sps, hf+sps): the draft checkpoint (checked by
+    `require_draft` once it is needed) and k, the tokens drafted per step."""
+    if int(k) < 1:
+        raise ValueError(f"k, the draft length, must be at least 1, got {k}")
+    return (None if draft is None else Path(draft)), int(k)
+
+
+def require_draft(technique: Technique, draft: Path | None) -> Path:
+    if draft is None:
+        raise ValueError(f"{technique.label} needs a draft model: option draft=<checkpoint directory> "
+                         "(one trained with the target's tokenizer: llmopt.train.draft_recipe)")
+    return draft
 
 
 def drafter_fields(drafter: nn.Module | None, checkpoint) -> dict:

@@ -16,7 +16,7 @@ from ..generation import Clock, Generation
 from ..spec_stream.draft_model import DEFAULT_K
 from ..spec_stream.lookup import DEFAULT_MAX_NGRAM, DEFAULT_NUM_DRAFT, check_ngrams
 from .base import Strategy
-from .drafting import drafter_fields
+from .drafting import draft_options, drafter_fields, require_draft
 from .techniques import Technique, parse_dtype, parse_technique
 
 HF_ALONE = parse_technique("hf")
@@ -50,10 +50,7 @@ class HF(Strategy):
         self.dtype = parse_dtype(dtype)
         self.method = technique.drafting  # None, "pld" or "sps"
         self.num_draft, self.max_ngram, _ = check_ngrams(num_draft, max_ngram, 1)
-        self.k = int(k)
-        if self.k < 1:
-            raise ValueError(f"k, the draft length, must be at least 1, got {k}")
-        self.draft = None if draft is None else Path(draft)
+        self.draft, self.k = draft_options(draft, k)
 
     def _load(self, checkpoint) -> GPTNeoForCausalLM:
         model = GPTNeoForCausalLM.from_pretrained(checkpoint, dtype=self.dtype, attn_implementation="eager")
@@ -63,16 +60,16 @@ class HF(Strategy):
         return model.to(self.device).eval()
 
     def prepare(self, checkpoint, device):
-        if self.method == "sps" and self.draft is None:
-            raise ValueError(f"{self.technique.label} needs a draft model: option draft=<checkpoint directory> "
-                             "(one trained with the target's tokenizer: llmopt.train.draft_recipe)")
         self.device = torch.device(device)
-        self.model = self._load(checkpoint)
-        self.assistant = self._load(self.draft) if self.method == "sps" else None
-        if self.assistant is not None:
+        self.assistant = None
+        if self.method == "sps":
+            self.assistant = self._load(require_draft(self.technique, self.draft))
             # assisted generation reads its draft length, schedule and confidence cut-off from the
-            # assistant's own generation config, not from the one generate() is given
-            self.assistant.generation_config.update(**self._assistant_options())
+            # assistant's own generation config, not from the one generate() is given: k tokens
+            # every step, as our sps drafts
+            self.assistant.generation_config.update(num_assistant_tokens=self.k, num_assistant_tokens_schedule="constant",
+                                                    assistant_confidence_threshold=0.0)
+        self.model = self._load(checkpoint)
         self.clock = Clock(self.device)
         self.forwards = 0  # the target's forward calls when it drafts, counted by a hook: generate() does not say
 
@@ -87,11 +84,6 @@ class HF(Strategy):
         if self.method == "pld":
             options.update(prompt_lookup_num_tokens=self.num_draft, max_matching_ngram_size=self.max_ngram)
         return GenerationConfig(**options)
-
-    def _assistant_options(self) -> dict:
-        """k tokens every step, as our sps drafts: a constant schedule and no confidence cut-off."""
-        return dict(num_assistant_tokens=self.k, num_assistant_tokens_schedule="constant",
-                    assistant_confidence_threshold=0.0)
 
     @torch.inference_mode()
     def generate(self, prompt, max_new_tokens, eos_id):

@@ -2,8 +2,8 @@
 GPT-Neo with the target's tokenizer drafts a chain of k tokens, the target verifies it in one
 forward (spec_stream/draft_model.py). Composes with a precision (`sps+half`, `sps+bf16`: the draft
 runs in it too) and with graphs (`sps+graphs`, `sps+half+graphs`: drafting and verification in one
-static step over two static caches, captured once per bucket). The draft checkpoint is the option `draft`; the benchmark trains one with the
-target's tokenizer (llmopt.train.draft_recipe)."""
+static step over two static caches, captured once per bucket). The draft checkpoint is the option
+`draft`; the benchmark trains one with the target's tokenizer (llmopt.train.draft_recipe)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..models.gpt_neo import GPTNeo
 from ..spec_stream.draft_model import DEFAULT_K, DraftModelDecoder, StaticDraftModelDecoder
-from .drafting import Drafting
+from .drafting import Drafting, draft_options, require_draft
 from .techniques import Technique, parse_technique
 
 SPS = parse_technique("sps")
@@ -23,16 +23,11 @@ class DraftModelSpeculation(Drafting):
         """draft: the draft model's checkpoint directory (needed by prepare); k: tokens drafted per
         step; runtime / bucket / max_len: options of graphs (see capture.py)."""
         super().__init__(technique, dtype, runtime, bucket, max_len)
-        self.draft = None if draft is None else Path(draft)
-        self.k = int(k)
-        if self.k < 1:
-            raise ValueError(f"k, the draft length, must be at least 1, got {k}")
+        self.draft, self.k = draft_options(draft, k)
 
     def make_decoder(self, target, checkpoint):
-        if self.draft is None:
-            raise ValueError(f"{self.technique.label} needs a draft model: option draft=<checkpoint directory> "
-                             "(one trained with the target's tokenizer: llmopt.train.draft_recipe)")
-        draft = GPTNeo.from_pretrained(self.draft, device=self.device, dtype=self.dtype).eval()
+        draft = GPTNeo.from_pretrained(require_draft(self.technique, self.draft), device=self.device,
+                                       dtype=self.dtype).eval()
         if not self.technique.graphs:
             return DraftModelDecoder(target, draft, self.k)
         draft.fuse_qkv()

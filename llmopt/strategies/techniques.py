@@ -57,7 +57,7 @@ DRAFTING = ("ss", "pld", "sps", "medusa")  # each drafts and verifies its own wa
 PEERS = ("pld", "sps", "medusa")  # Speculative Streaming's peers (the paper's related work), as built here
 # parts a peer's step does not compose with yet (with graphs, each has a static step: spec_stream's
 # static_chain.py for pld, draft_model.py for sps, medusa.py for medusa)
-PEERS_NOT_BUILT = {"pld": ("flash2",), "sps": ("flash2",), "medusa": ("flash2",)}
+PEERS_NOT_BUILT = ("flash2",)
 GROUPS = {"peers": PEERS}
 PROVIDERS = ("auto", "flash_attn", "sdpa_flash")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
@@ -155,12 +155,11 @@ def parse_technique(name: str) -> Technique:
     if len(drafting) > 1:
         raise ValueError(f"{name!r}: {' and '.join(drafting)} are both drafting methods; a step verifies "
                          "one draft, so they do not combine")
-    for part in PEERS_NOT_BUILT.get(drafting[0] if drafting else "", ()):
+    peer = drafting[0] if drafting and drafting[0] in PEERS else None
+    for part in PEERS_NOT_BUILT if peer else ():
         if part in parts:
-            peer = drafting[0]
-            graphs = () if "graphs" in PEERS_NOT_BUILT[peer] else ("half+graphs",)
-            built = ", ".join(f"{peer}+{p}" for p in ("half", "bf16", *graphs))
-            raise ValueError(f"{name!r}: {peer}+{part} is not built yet; compose {peer} with: {built}")
+            raise ValueError(f"{name!r}: {peer}+{part} is not built yet; compose {peer} with: "
+                             f"{peer}+half, {peer}+bf16, {peer}+half+graphs")
     if "flash2" in parts and precisions == ["naive"]:
         raise ValueError(f"{name!r}: naive runs in float32 and FlashAttention-2 has no float32 kernels: "
                          "use flash2 (fp16), half+flash2 or bf16+flash2")
