@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 from .compare import Run
+from .strategies.techniques import DRAFTING, parse_technique, technique_parts
 
 DATASET_TITLES = {"spider": "Spider", "dialogsum": "DialogSum", "e2e_nlg": "E2E-NLG"}
 
@@ -19,6 +20,20 @@ def datasets(runs: list[Run]) -> list[str]:
     """Known datasets in the project's order, then any others as they appear."""
     seen = dict.fromkeys(d for run in runs for d, _ in run.cells)
     return [d for d in DATASET_TITLES if d in seen] + [d for d in seen if d not in DATASET_TITLES]
+
+
+def parts(technique: str) -> set[str]:
+    """What a saved cell ran, a preset expanded (`best` -> ss, flash2, graphs); a name the grammar
+    no longer takes, as written."""
+    try:
+        return set(parse_technique(technique).parts)
+    except ValueError:
+        return set(technique_parts(technique))
+
+
+def drafting(technique: str) -> set[str]:
+    """The drafting method a saved cell ran (empty for plain decoding)."""
+    return parts(technique) & set(DRAFTING)
 
 
 def techniques(runs: list[Run]) -> list[str]:

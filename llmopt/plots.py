@@ -12,8 +12,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .compare import Run
-from .names import DATASET_TITLES, datasets, techniques
-from .strategies.techniques import DRAFTING, technique_parts
+from .names import DATASET_TITLES, datasets, drafting, techniques
 
 STEP_PARTS = (("step_prepare_s", "draft (tree, masks, a draft model's forwards)", "#f2a541"),
               ("step_forward_s", "forward", "#3d6fb6"),
@@ -57,7 +56,7 @@ def acceptance_plot(run: Run, path: str | Path) -> Path:
                 ax.scatter(r["acceptance_ratio"], r["tokens_per_s"], s=60, color=colors[r["technique"]],
                            zorder=3, label=f"{r['technique']} (measured)")
             else:  # a stock reference drafts, but transformers does not say how many tokens it proposed
-                drafts = set(technique_parts(r["technique"])) & set(DRAFTING)
+                drafts = drafting(r["technique"])
                 ax.axhline(r["tokens_per_s"], color=colors[r["technique"]], lw=1.5, ls=":" if drafts else "-", alpha=0.8,
                            label=f"{r['technique']} ({'acceptance not recorded' if drafts else 'no drafting'})")
         for technique in dict.fromkeys(r["technique"] for r in simulated):

@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 from .compare import Run, load_run
-from .names import DATASET_TITLES, datasets, slug, techniques
-from .strategies.techniques import DRAFTING, parse_technique, technique_parts
+from .names import DATASET_TITLES, datasets, drafting, parts, slug, techniques
 
 QUALITY_TITLES = {"exact_match": "EM", "rouge_l": "ROUGE-L"}
 DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
@@ -87,27 +86,14 @@ def _details(run: Run, names: list[str]) -> list[str]:
     return lines
 
 
-def _parts(technique: str) -> set[str]:
-    """What a cell runs, a preset expanded (`best` -> ss, flash2, graphs); a name the grammar no
-    longer takes, as written."""
-    try:
-        return set(parse_technique(technique).parts)
-    except ValueError:
-        return set(technique_parts(technique))
-
-
-def _drafting(technique: str) -> set[str]:
-    return _parts(technique) & set(DRAFTING)
-
-
 def plain_twin(run: Run, cell: tuple[str, str]) -> str | None:
     """The technique a drafting cell should beat: its parts without the drafting method, captured
     (`ss+half` -> `half+graphs`, `pld` -> `graphs`, `best` -> `flash2+graphs`), if the run has it;
     a stock reference's is stock generate (`hf+pld` -> `hf`), which has no captured step."""
     dataset, technique = cell
-    plain = _parts(technique) - _drafting(technique)
+    plain = parts(technique) - drafting(technique)
     want = plain if "hf" in plain else plain | {"graphs"}
-    return next((t for d, t in run.cells if d == dataset and _parts(t) == want), None)
+    return next((t for d, t in run.cells if d == dataset and parts(t) == want), None)
 
 
 def _count(n) -> str:
@@ -134,7 +120,7 @@ def peers(run: Run, names: list[str]) -> list[str]:
     for d in names:
         for t in techniques([run]):
             r = run.cells.get((d, t))
-            if r is None or not _drafting(t):
+            if r is None or not drafting(t):
                 continue
             twin = plain_twin(run, (d, t))
             over_twin = f"{r['tokens_per_s'] / run.cells[d, twin]['tokens_per_s']:.2f}× (`{twin}`)" if twin else "–"
