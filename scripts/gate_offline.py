@@ -18,21 +18,26 @@ import itertools
 import sys
 from pathlib import Path
 
-from llmopt import compare
+from llmopt import compare, names
 
 SLOWER = 0.9
+RULES = ("without the probe", "the gate", "eager on x launch cost")
 
 
-def scaled(run: compare.Run, technique: str | None, factor: float = SLOWER, normalize: bool = False) -> compare.Run:
-    """`run` with one cell slowed by `factor` and, with `normalize`, its eager cells' rates replaced
-    by tokens/s x launch cost (the gate reads ratios, so any fixed unit does)."""
+def as_judged(run: compare.Run, rule: str, technique: str | None = None, factor: float = 1.0) -> compare.Run:
+    """`run` as `rule` judges it, with `technique`'s cell slowed by `factor`: "without the probe"
+    drops the launch probe, as a run made before it; "eager on x launch cost" replaces the eager
+    cells' rates by tokens/s x launch cost (the gate reads ratios, so any fixed unit does)."""
     records = copy.deepcopy(run.records)
     for r in records:
         t = r.get("technique", "")
-        if normalize and "graphs" not in t and t != "best" and (found := compare.host_normalized(r)):
+        if rule == "without the probe":
+            r.pop("round_launch_s", None)
+        elif rule == "eager on x launch cost" and "graphs" not in names.parts(t) and (found := compare.host_normalized(r)):
             scale = 1e6  # tokens per microsecond of launches: one unit for every run, so ratios hold
             r["tokens_per_s"], r["tokens_per_s_rounds"] = found[0] * scale, [v * scale for v in found[1]]
-            r.pop("speedup_over_naive", None), r.pop("speedup_over_naive_rounds", None), r.pop("round_launch_s")
+            for key in ("speedup_over_naive", "speedup_over_naive_rounds", "round_launch_s"):
+                r.pop(key, None)
         if t == technique:
             r["tokens_per_s"] *= factor
             r["tokens_per_s_rounds"] = [x * factor for x in r["tokens_per_s_rounds"]]
@@ -46,19 +51,13 @@ def main(out: str, *paths: str) -> None:
     runs = [compare.load_run(p) for p in paths]
     pairs = list(itertools.permutations(range(len(runs)), 2))
     techniques = [cell[1] for cell in runs[0].cells]
-    original = compare.host_normalized
     rows = []
-    for rule in ("without the probe", "the gate", "eager on x launch cost"):
-        normalize = rule == "eager on x launch cost"
-        if rule == "without the probe":
-            compare.host_normalized = lambda record: None
-        # the baseline normalised the same way as the current run (identity scaling: factor 1)
-        base = [scaled(r, None, 1.0, normalize) for r in runs]
-        false = sum(bool(compare.gate(scaled(runs[b], None, 1.0, normalize), base[a])) for a, b in pairs)
+    for rule in RULES:
+        judged = [as_judged(r, rule) for r in runs]
+        false = sum(bool(compare.gate(judged[b], judged[a])) for a, b in pairs)
         caught = [sum(any(f.cell and f.cell[1] == t and f.kind == "speed"
-                          for f in compare.gate(scaled(runs[b], t, SLOWER, normalize), base[a])) for a, b in pairs)
+                          for f in compare.gate(as_judged(runs[b], rule, t, SLOWER), judged[a])) for a, b in pairs)
                   for t in techniques]
-        compare.host_normalized = original
         rows.append(f"| {rule} | {false} of {len(pairs)} | " + " | ".join(f"{c} of {len(pairs)}" for c in caught) + " |")
     lines = [f"# The gate over {len(runs)} identical runs, offline: {runs[0].gpu}", "",
              f"Runs: {', '.join(Path(p).name for p in paths)}. Ordered pairs: {len(pairs)}. "
