@@ -32,15 +32,22 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="JSON file for every record (rewritten after each one)")
 
 
+def save(records: list[dict], path) -> None:
+    """Every record so far, rewritten after each one: a cut-off sweep keeps what it measured."""
+    with open(path, "w") as f:
+        json.dump(records, f, indent=1)
+
+
 def plain_twin(technique: str) -> str:
     """The same technique without speculation: ss -> naive, ss+half+graphs -> half+graphs."""
     return "+".join(p for p in technique.split("+") if p != "ss") or "naive"
 
 
-def naive_baseline(dataset: str, args, technique: str = "ss") -> tuple[measure.Workload, list[list[int]], dict]:
-    """The SS checkpoint's workload, its plain greedy outputs and the plain twin of `technique`
-    timed on it."""
-    work = measure.build_workload(dataset, args.model, args.num_prompts, args.max_new_tokens,
+def naive_baseline(dataset: str, args, technique: str = "ss", model: str | None = None
+                   ) -> tuple[measure.Workload, list[list[int]], dict]:
+    """The SS checkpoint's workload (`model`, else --model), its plain greedy outputs and the
+    plain twin of `technique` timed on it."""
+    work = measure.build_workload(dataset, model or args.model, args.num_prompts, args.max_new_tokens,
                                   data_dir=args.data_dir, device=args.device, objective="ss")
     plain = get_strategy(plain_twin(technique))
     reference = measure.plain_outputs(work, plain.dtype, args.device)
@@ -75,8 +82,7 @@ def main(argv=None) -> int:
             print(f"{dataset:>10} {args.technique} k={choice:<14} {r['tokens_per_s']:8.1f} tok/s  "
                   f"x{r['speedup_over_naive']:.2f}  accepted/step {r['mean_accepted_tokens']:.2f}  "
                   f"per depth [{depth}]  match_naive {r['match_naive']:.2f}  quality {r['quality']:.1f}", flush=True)
-            with open(args.out, "w") as f:
-                json.dump(records, f, indent=1)
+            save(records, args.out)
             del ss
     return 0
 

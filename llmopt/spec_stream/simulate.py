@@ -22,6 +22,10 @@ Choices:
   row n (no host sync, no host->device copy). The streams' own draft (top-k) is still computed,
   so a step costs what a real step costs.
 - Beyond the end of the continuation the "true" token is 0 (any token does: verification decides).
+- `SimulatedStaticTreeDecoder` does the same inside the captured step of `ss+graphs` (static.py):
+  the tables are copied into one buffer at a fixed address, and the step picks its row from the
+  cache position on the device, so the simulation is captured with the step and costs what the
+  real captured step costs, plus one row lookup.
 """
 
 from __future__ import annotations
@@ -32,27 +36,24 @@ import torch
 
 from .decode import Decoder, State
 from .model import SpecStreamModel
+from .static import StaticTreeDecoder
+from .tree import DraftTree
 
 
-class SimulatedDraftDecoder(Decoder):
-    def __init__(self, model: SpecStreamModel, topk: Sequence[int], continuation: Sequence[int] | None = None,
-                 accuracy: float = 1.0, seed: int = 0, **decoder_options):
-        super().__init__(model, topk, **decoder_options)  # e.g. prune, where Decoder takes it
+class SimulatedDrafts:
+    """The draft tables of a tree: which token each non-root node holds at each step of a
+    continuation, each chain token true with probability `accuracy`."""
+
+    def __init__(self, tree: DraftTree, vocab: int, accuracy: float = 1.0, seed: int = 0, device=None):
         if not 0.0 <= accuracy <= 1.0:
             raise ValueError(f"accuracy must be in [0, 1], got {accuracy}")
-        self.accuracy, self.seed = float(accuracy), int(seed)
-        self.vocab = model.base.config.vocab_size
-        if self.vocab < 2 * self.tree.kmax + 2:
-            raise ValueError(f"a vocabulary of {self.vocab} is too small for top-{self.tree.kmax} siblings")
-        tree = self.tree
+        if vocab < 2 * tree.kmax + 2:
+            raise ValueError(f"a vocabulary of {vocab} is too small for top-{tree.kmax} siblings")
+        self.tree, self.vocab, self.accuracy, self.seed, self.device = tree, vocab, float(accuracy), int(seed), device
         self._depth = tree.depths[1:].cpu()  # [size - 1] depth of each non-root node
         self._rank = (tree.pick % tree.kmax).cpu()  # [size - 1] rank among siblings
-        self.prompt_len = 0
-        self.table = None
-        if continuation is not None:
-            self.set_continuation(continuation)
 
-    def draft_table(self, continuation: Sequence[int], seed: int | None = None) -> torch.Tensor:
+    def table(self, continuation: Sequence[int], seed: int | None = None) -> torch.Tensor:
         """[len(continuation) + 1, size - 1] on the device: row n holds the non-root draft tokens of
         the step taken after n emitted tokens."""
         D, V = self.tree.depth, self.vocab
@@ -71,6 +72,20 @@ class SimulatedDraftDecoder(Decoder):
         table = torch.where(self._rank == 0, chain[:, d], wrong)
         return table.to(self.device)
 
+
+class SimulatedDraftDecoder(Decoder):
+    def __init__(self, model: SpecStreamModel, topk: Sequence[int], continuation: Sequence[int] | None = None,
+                 accuracy: float = 1.0, seed: int = 0, **decoder_options):
+        super().__init__(model, topk, **decoder_options)  # e.g. prune, where Decoder takes it
+        self.drafts = SimulatedDrafts(self.tree, model.base.config.vocab_size, accuracy, seed, self.device)
+        self.prompt_len = 0
+        self.table = None
+        if continuation is not None:
+            self.set_continuation(continuation)
+
+    def draft_table(self, continuation: Sequence[int], seed: int | None = None) -> torch.Tensor:
+        return self.drafts.table(continuation, seed)
+
     def set_continuation(self, continuation: Sequence[int] | torch.Tensor, seed: int | None = None) -> None:
         """The greedy continuation of the next prompt (list of tokens), or a table from draft_table."""
         self.table = continuation if isinstance(continuation, torch.Tensor) else self.draft_table(continuation, seed)
@@ -87,3 +102,37 @@ class SimulatedDraftDecoder(Decoder):
         ids[1:] = self.table[min(n, len(self.table) - 1)]
         return ids, positions, masks
 
+
+class SimulatedStaticTreeDecoder(StaticTreeDecoder):
+    """`ss+graphs`'s captured step with simulated drafts: the step's table row replaces the streams'
+    draft on the device (the streams still draft, so the step costs what it costs)."""
+
+    def __init__(self, model: SpecStreamModel, topk: Sequence[int], max_len: int | None = None,
+                 pad_rows: int | None = None, accuracy: float = 1.0, seed: int = 0):
+        super().__init__(model, topk, max_len, pad_rows)
+        self.drafts = SimulatedDrafts(self.tree, model.base.config.vocab_size, accuracy, seed, self.device)
+        # every step's draft row at a fixed address: as many rows as a generation can take steps
+        self.table = torch.zeros(self.limit + 1, self.tree.size - 1, dtype=torch.long, device=self.device)
+        self.prompt_len = torch.zeros(1, dtype=torch.long, device=self.device)
+
+    def static_tensors(self) -> list[torch.Tensor]:
+        return [*super().static_tensors(), self.table, self.prompt_len]
+
+    def draft_table(self, continuation: Sequence[int], seed: int | None = None) -> torch.Tensor:
+        return self.drafts.table(continuation, seed)
+
+    def set_continuation(self, continuation: Sequence[int] | torch.Tensor, seed: int | None = None) -> None:
+        """Copy the next prompt's table into the buffer; rows past its end repeat its last row."""
+        table = continuation if isinstance(continuation, torch.Tensor) else self.draft_table(continuation, seed)
+        rows = min(len(table), len(self.table))
+        self.table[:rows].copy_(table[:rows])
+        self.table[rows:].copy_(table[rows - 1])
+
+    def start(self, prompt: list[int], max_new_tokens: int) -> State:
+        self.prompt_len.fill_(len(prompt))
+        return super().start(prompt, max_new_tokens)
+
+    def draft_tokens(self) -> torch.Tensor:
+        draft = super().draft_tokens()  # the streams' top-k still runs (and is captured with the step)
+        n = (self.cache.pos - self.prompt_len + 1).clamp(0, len(self.table) - 1)  # tokens out so far
+        return torch.cat([draft[:1], self.table.index_select(0, n)[0]])

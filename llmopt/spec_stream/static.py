@@ -185,11 +185,15 @@ class StaticTreeDecoder(StaticTreeStep, Loop):
     def prefill(self, prompt: list[int]) -> State:
         return prefill(self.model, prompt)
 
+    def draft_tokens(self) -> torch.Tensor:
+        """The tree's tokens [size]: the root and the streams' top-k (a simulation replaces the latter)."""
+        return self.tree.draft(self.root, self.stream_logits)
+
     def step(self, length: int) -> None:
         """One verify-and-draft step attending over `length` slots, all on the device."""
         model, base, tree, cache = self.model, self.base, self.tree, self.cache
         self.begin_step(length)
-        draft = tree.draft(self.root, self.stream_logits)
+        draft = self.draft_tokens()
         ids = torch.cat([draft, self.pad_ids]) if self.nodes > tree.size else draft
         masks = self.masks(length)
         x = base.embed(ids[None], self.positions(self.depths))  # padding nodes at the root's position

@@ -80,11 +80,14 @@ class SpecStream(Strategy):
             self.runtime = self.graph_runtime
             self.setup_s = self.decoder.runner.setup_s
 
+    # the decoders of the eager and the captured step (a simulation substitutes its own)
+    eager_decoder, static_decoder = Decoder, StaticTreeDecoder
+
     def make_decoder(self, topk: tuple[int, ...]):
         if not self.graphs:
-            return Decoder(self.model, topk, prune=self.prune)
+            return self.eager_decoder(self.model, topk, prune=self.prune)
         self.model.base.fuse_qkv()
-        decoder = StaticTreeDecoder(self.model, topk, self.max_len, self.pad_rows)
+        decoder = self.static_decoder(self.model, topk, self.max_len, self.pad_rows)
         decoder.runner = GraphRunner(decoder, self.graph_runtime, self.bucket)
         return decoder
 
