@@ -25,8 +25,12 @@
 #           LM head (VALIDATION_PEERS_SHARED=0: not; VALIDATION_PEERS_SHARED_TECHNIQUES: its cells); sps's
 #           draft model and Medusa's heads are trained for the checkpoint first (cached)
 #   large   E2E at $VALIDATION_LARGE (1.3b): its SS checkpoint trained (bf16 autocast, slices of 16 rows;
-#           VALIDATION_LARGE_TRAIN adds `llmopt train` options, e.g. --steps), then the captured fp16 cells of
-#           plain decoding, SS and its peers ($VALIDATION_LARGE_TECHNIQUES overrides)
+#           VALIDATION_LARGE_TRAIN adds `llmopt train` options, e.g. --steps), Medusa's heads on it with the
+#           same options (the same step budget), then the captured fp16 cells of plain decoding, SS and its
+#           peers ($VALIDATION_LARGE_TECHNIQUES overrides; sps's draft model is trained by the bench, cached)
+#   simulated scripts/ss_simulate.py with random weights at each of $VALIDATION_SIM_SHAPES (1.3b 2.7b): the
+#           real captured step of $VALIDATION_SIM_TECHNIQUE (ss+half+graphs) against its plain twin, drafts
+#           right at a controlled rate (VALIDATION_SIM adds options): from which acceptance SS pays at each size
 #   residue scripts/profiler_residue.py, arms profiled and control alternately in new processes
 #           ($VALIDATION_RESIDUE_RUNS (3) of each): does a finished profiler session slow its process?
 # usage: setsid nohup scripts/validation_job.sh [PHASE...] > /tmp/job.log 2>&1 &   (default: all)
@@ -134,9 +138,21 @@ phase() {
       pack
       ckpt=$(checkpoint_of "$JOB/train_e2e_nlg_$shape.log")
       [ -n "$ckpt" ] || { echo "large: no checkpoint in $JOB/train_e2e_nlg_$shape.log" >&2; return; }
+      python3 -m llmopt train --dataset e2e_nlg --shape "$shape" --objective medusa --base "$ckpt" --samples 0 \
+        ${VALIDATION_LARGE_TRAIN:-} > "$JOB/train_medusa_e2e_nlg_$shape.log" 2>&1
+      heads=$(checkpoint_of "$JOB/train_medusa_e2e_nlg_$shape.log")
+      pack
       python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} \
         --techniques "${VALIDATION_LARGE_TECHNIQUES:-naive,half+graphs,ss+half+graphs,best,medusa+half+graphs,sps+half+graphs,pld+half+graphs}" \
+        ${heads:+--strategy-options "{\"medusa\": {\"heads\": \"$heads\"}}"} \
         --benchmark-json="$JOB/large_$shape.json" > "$JOB/large_$shape.log" 2>&1 ;;
+    simulated)
+      for shape in ${VALIDATION_SIM_SHAPES:-1.3b 2.7b}; do
+        python3 scripts/ss_simulate.py --random-weights --model "$shape" --datasets e2e_nlg --data-dir .data \
+          --technique "${VALIDATION_SIM_TECHNIQUE:-ss+half+graphs}" --topk 2,2,1,1 --num-prompts 8 \
+          --accuracies 0 0.4 0.6 0.8 0.9 1 ${VALIDATION_SIM:-} --out "$JOB/simulated_$shape.json" >> "$JOB/simulated.log" 2>&1
+        pack
+      done ;;
     residue)
       mkdir -p "$JOB/residue"
       for i in $(seq "${VALIDATION_RESIDUE_RUNS:-3}"); do
