@@ -74,6 +74,26 @@ def acceptance_plot(run: Run, path: str | Path) -> Path:
     return _save(fig, Path(path))
 
 
+def simulated_sizes_plot(records: list[dict], path: str | Path) -> Path:
+    """The simulated sweeps with random weights (scripts/ss_simulate.py --random-weights): speed-up
+    over the plain captured twin against accepted tokens per step, one line per model size; where
+    a line crosses 1.0 the technique starts to pay at that size."""
+    fig = _figure(1, 6.4)
+    ax = fig.subplots()
+    sizes = list(dict.fromkeys(r["simulated_model"] for r in records))
+    for i, size in enumerate(sizes):
+        points = sorted((r for r in records if r["simulated_model"] == size), key=lambda r: r["mean_accepted_tokens"])
+        ax.plot([r["mean_accepted_tokens"] for r in points], [r["speedup_over_naive"] for r in points], ls="--",
+                marker="o", mfc="white", color=COLORS[i % len(COLORS)], label=f"{points[0]['technique']}, {size}")
+    ax.axhline(1.0, color="0.3", lw=1, label="break-even (the plain captured twin)")
+    ax.set(xlabel="accepted tokens per step (root included)", ylabel="speed-up over the plain captured twin",
+           xlim=(1, None), ylim=(0, None))
+    ax.grid(alpha=0.3)
+    _legend(fig, [ax])
+    fig.suptitle("SIMULATED drafts on the real captured step, random weights\n(batch 1, greedy; E2E prompts)")
+    return _save(fig, Path(path))
+
+
 def step_time_plot(run: Run, path: str | Path) -> Path:
     """Per dataset, one stacked bar per technique: mean time per target forward step, in ms."""
     names = datasets([run]) or [None]

@@ -214,6 +214,28 @@ def update_readme(readme: Path, runs: list[Run], report: Path) -> None:
     readme.write_text(text[:start] + readme_block(runs, report) + text[end + len(README_END):])
 
 
+SIZES_PLOT = "simulated-sizes.png"
+
+
+def simulated_sizes_section(records: list[dict], figures: list[tuple[str, str]]) -> str:
+    """The random-weight sweeps: per size and draft accuracy, accepted tokens per step and the
+    speed-up over the plain captured twin timed in the same process ("" without any)."""
+    if not records:
+        return ""
+    lines = ["", "## SIMULATED drafts at model sizes without a trained checkpoint", "",
+             "`scripts/ss_simulate.py --random-weights`: random weights, the real captured step, draft tokens "
+             "right at a controlled rate (never a measurement of trained streams). Speed-up over the plain "
+             "captured twin, median tokens/s over rounds (min–max):", "",
+             "| size | technique | draft accuracy | accepted tokens/step | tokens/s | × plain twin |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in records:
+        lines.append(f"| {r['simulated_model']} | {r['technique']} | {r['draft_accuracy']:.2f} | "
+                     f"{r['mean_accepted_tokens']:.2f} | {r['tokens_per_s']:.1f} ({r['tokens_per_s_min']:.0f}–"
+                     f"{r['tokens_per_s_max']:.0f}) | {r['speedup_over_naive']:.2f}× |")
+    lines += [""] + [f"![{title}]({name})" for title, name in figures]
+    return "\n".join(lines) + "\n"
+
+
 def join_simulated(runs: list[Run], records: list[dict]) -> None:
     """Add a simulated sweep's records to the runs they belong to: those with a measured cell of the
     same dataset and checkpoint (the sweep ran that model), or the only run given."""
@@ -238,8 +260,11 @@ def write(paths: list[str | Path], out: str | Path, simulated: str | Path | None
     `readme`: a README whose marked block gets the results tables (`update_readme`). Returns the
     files written."""
     runs = [load_run(p) for p in paths]
+    sizes = []  # the sweeps with random weights: their own section and figure, no run's
     if simulated is not None:
-        join_simulated(runs, [r for r in json.loads(Path(simulated).read_text()) if r.get("simulated")])
+        records = [r for r in json.loads(Path(simulated).read_text()) if r.get("simulated")]
+        sizes = [r for r in records if r.get("random_weights")]
+        join_simulated(runs, [r for r in records if not r.get("random_weights")])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     figures, written = {}, []
@@ -254,8 +279,11 @@ def write(paths: list[str | Path], out: str | Path, simulated: str | Path | None
                      ("time per decoding step", plots.step_time_plot(run, out / f"{stem}-step-time.png"))]
             figures[run.name] = [(title, path.name) for title, path in pairs]
             written += [path for _, path in pairs]
+        if sizes:
+            written.append(plots.simulated_sizes_plot(sizes, out / SIZES_PLOT))
+            figures[SIZES_PLOT] = [("simulated speed-up by model size", SIZES_PLOT)]
     report = out / REPORT
-    report.write_text(markdown(runs, figures))
+    report.write_text(markdown(runs, figures) + simulated_sizes_section(sizes, figures.get(SIZES_PLOT, [])))
     if readme is not None:
         update_readme(Path(readme), runs, Path(os.path.relpath(report, Path(readme).parent)))
         written.append(Path(readme))

@@ -102,6 +102,24 @@ def test_a_simulated_sweep_joins_the_run_that_measured_its_checkpoint(tmp_path):
         report.join_simulated(runs, [dict(points[0], checkpoint="e2e-ss-c")])
 
 
+def test_random_weight_sweeps_get_their_own_section_and_figure(tmp_path):
+    """Sweeps at sizes with no trained checkpoint join no run (any number of runs given): a table per
+    size and accuracy, and the speed-up figure."""
+    run = saved_run(tmp_path / "h100/0008_large.json", matrix())
+    sizes = [cell("e2e_nlg", "ss+half+graphs", 400.0 * m, simulated=True, random_weights=True, draft_accuracy=a,
+                  simulated_model=f"{size} (random weights)", mean_accepted_tokens=1 + 3 * a, speedup_over_naive=m,
+                  tokens_per_s_min=390.0 * m, tokens_per_s_max=410.0 * m, checkpoint="e2e_nlg-1.3b-random")
+             for size in ("1.3b", "2.7b") for a, m in ((0.0, 0.84), (1.0, 3.2))]
+    sweep = tmp_path / "sizes.json"
+    sweep.write_text(json.dumps(sizes + [cell("e2e_nlg", "half+graphs", 400.0, random_weights=True)]))
+    written = report.write([run, run], tmp_path / "out", simulated=sweep)
+    text = written[0].read_text()
+    assert "## SIMULATED drafts at model sizes" in text and "![simulated speed-up by model size]" in text
+    assert "| 2.7b (random weights) | ss+half+graphs | 1.00 | 4.00 | 1280.0 (1248–1312) | 3.20× |" in text
+    assert (tmp_path / "out" / report.SIZES_PLOT).read_bytes().startswith(PNG)
+    assert report.simulated_sizes_section([], []) == ""
+
+
 def test_readme_block_is_filled_between_its_markers(tmp_path):
     run = saved_run(tmp_path / "h200/0001_foundation.json", matrix())
     readme = tmp_path / "README.md"
