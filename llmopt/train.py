@@ -226,16 +226,21 @@ def sliced_backward(model, loss_fn, ids: torch.Tensor, labels: torch.Tensor, row
 
 
 @torch.no_grad()
-def evaluate(model, loss_fn, eval_batches, device, autocast) -> float:
+def evaluate(model, loss_fn, eval_batches, device, autocast) -> tuple[float, dict[str, float]]:
+    """The eval loss per target token, and each term the objective logs (ss: `main` and `stream1`..,
+    whose separate curves show whether the streams learn), averaged the same way."""
     model.eval()
-    total, count = 0.0, 0
+    total, count, terms = 0.0, 0, {}
     for ids, labels in eval_batches:
         with autocast():
-            loss, _ = loss_fn(model, ids.to(device), labels.to(device))
+            loss, logs = loss_fn(model, ids.to(device), labels.to(device))
         n = int((labels[:, 1:] != IGNORE).sum())
         total, count = total + float(loss) * n, count + n
+        for name, value in logs.items():
+            if name != "loss":
+                terms[name] = terms.get(name, 0.0) + float(value) * n
     model.train()
-    return total / max(count, 1)
+    return total / max(count, 1), {name: value / max(count, 1) for name, value in terms.items()}
 
 
 def train(dataset: str, recipe: Recipe, out_dir: Path | None = None, data_dir=None, device=None,
@@ -345,12 +350,13 @@ def _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, sav
             t_last, tokens = now, 0
         bar.update(1)
         if (step + 1) % eval_every == 0 or last:
-            eval_loss = evaluate(model, loss_fn, eval_batches, device, autocast)
+            eval_loss, eval_terms = evaluate(model, loss_fn, eval_batches, device, autocast)
             history.append({"step": step + 1, "train_loss": float(loss), "eval_loss": eval_loss,
-                            "grad_norm": float(grad_norm), "elapsed_s": elapsed})
+                            "eval_terms": eval_terms, "grad_norm": float(grad_norm), "elapsed_s": elapsed})
             if recipe.keep_best and (best is None or eval_loss < best[0]):
                 best = (eval_loss, step + 1, {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
-            bar.write(f"step {step + 1}: train loss {float(loss):.3f}, eval loss {eval_loss:.3f}", file=sys.stderr)
+            terms = "".join(f", {name} {value:.3f}" for name, value in eval_terms.items())
+            bar.write(f"step {step + 1}: train loss {float(loss):.3f}, eval loss {eval_loss:.3f}{terms}", file=sys.stderr)
             t_last = time.perf_counter()
         if (step + 1) % save_every == 0 and not last:
             atomic_save({"recipe": dataclasses.asdict(recipe), "model": model.state_dict(),
