@@ -45,6 +45,7 @@ DEFAULT_ACCURACIES = [0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0]
 
 def random_checkpoint(dataset: str, shape: str, directory: Path, args) -> Path:
     """A `shape` SS checkpoint with random weights and `dataset`'s tokenizer: the trainer at 0 steps."""
+    print(f"{dataset:>10} {shape}: writing a random-weight SS checkpoint (the trainer at 0 steps)", flush=True)
     recipe = default_recipe(dataset, shape, objective="ss", steps=0)
     return train(dataset, recipe, out_dir=directory / f"{dataset}-{shape}-random", data_dir=args.data_dir,
                  device=args.device, progress=False)
