@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="ss: number of speculative streams; medusa: number of heads (default 4)")
     train.add_argument("--stream-layers", type=options.positive_int,
                        help="ss: layers with multi-stream attention (default: 1/6 of the layers for spider, 1/2 otherwise)")
+    train.add_argument("--stream-lr-scale", type=options.positive_float, metavar="X",
+                       help="ss: the stream embeddings' learning rate as a multiple of --lr (default 1: the paper's); "
+                            "larger lets a short run tell the streams apart sooner")
     train.add_argument("--share-head", action="store_true",
                        help="medusa: heads end in the base's LM head instead of a vocabulary head each (far fewer parameters)")
     train.add_argument("--output", type=Path, help="write the checkpoint here instead of the cache")
@@ -131,7 +134,8 @@ def cmd_train(args) -> int:
     from .train import default_recipe, ensure_trained, medusa_recipe, train
 
     overrides = {k: v for k, v in dict(steps=args.steps, batch_size=args.batch_size, lr=args.lr, base=args.base,
-                                       augment_copies=args.augment_copies, micro_batch=args.micro_batch).items()
+                                       augment_copies=args.augment_copies, micro_batch=args.micro_batch,
+                                       stream_lr_scale=args.stream_lr_scale).items()
                  if v is not None}
     if args.objective == "medusa":
         if not args.base:
@@ -139,8 +143,8 @@ def cmd_train(args) -> int:
         recipe = medusa_recipe(args.dataset, overrides.pop("base"), args.shape, **overrides)
     else:
         recipe = default_recipe(args.dataset, args.shape, objective=args.objective, **overrides)
-    if args.stream_layers and args.objective != "ss":
-        raise ValueError("--stream-layers needs --objective ss")
+    if (args.stream_layers or args.stream_lr_scale is not None) and args.objective != "ss":
+        raise ValueError(f"{'--stream-layers' if args.stream_layers else '--stream-lr-scale'} needs --objective ss")
     if args.gamma and args.objective not in ("ss", "medusa"):
         raise ValueError("--gamma needs --objective ss or medusa")
     if args.share_head and args.objective != "medusa":

@@ -11,6 +11,7 @@ from transformers import AutoTokenizer, GPTNeoForCausalLM
 from llmopt import train as training
 from llmopt.checkpoints import fingerprint
 from llmopt.models.gpt_neo import GPTNeo, make_config
+from llmopt.spec_stream import SpecStreamModel
 from llmopt.tokenizer import EOS, encode_example, encode_prompt, train_tokenizer
 from train_worker import EXAMPLES
 
@@ -167,3 +168,19 @@ def test_each_evaluation_records_the_objectives_terms(tmp_path, toy_data):
     last = history[-1]
     assert last["eval_loss"] == pytest.approx(last["eval_terms"]["main"] + 0.1 * (
         last["eval_terms"]["stream1"] + last["eval_terms"]["stream2"]), rel=1e-4)
+
+
+def test_the_streams_own_learning_rate(tmp_path, toy_data):
+    """stream_lr_scale: the stream embeddings move about that many times farther a step (AdamW's
+    step is about lr per entry); the default leaves every earlier recipe's name as it was."""
+    def streams(scale, steps):
+        recipe = training.default_recipe("e2e_nlg", "tiny", steps=steps, vocab_size=300, objective="ss", warmup_steps=1,
+                                         stream_lr_scale=scale, objective_options={"gamma": 2, "num_stream_layers": 1})
+        out = training.train("e2e_nlg", recipe, tmp_path / f"ck{scale}-{steps}", device="cpu", progress=False)
+        return SpecStreamModel.from_pretrained(out).stream_embeddings.detach()
+
+    start = streams(1.0, 0)  # the trainer at 0 steps writes the initial weights
+    moved = {scale: (streams(scale, 2) - start).abs().mean() for scale in (1.0, 10.0)}
+    assert 5 < moved[10.0] / moved[1.0] < 15
+    assert training.Recipe(stream_lr_scale=1.0).key() == training.Recipe().key() == "dc60eb3395ff"
+    assert training.Recipe(stream_lr_scale=10.0).key() != training.Recipe().key()
