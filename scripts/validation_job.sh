@@ -25,8 +25,9 @@
 #           LM head (VALIDATION_PEERS_SHARED=0: not; VALIDATION_PEERS_SHARED_TECHNIQUES: its cells); sps's
 #           draft model and Medusa's heads are trained for the checkpoint first (cached)
 #   large   E2E at $VALIDATION_LARGE (1.3b): its SS checkpoint trained (bf16 autocast, slices of 16 rows;
-#           VALIDATION_LARGE_TRAIN adds `llmopt train` options, e.g. --steps), Medusa's heads on it with the
-#           same options (the same step budget), then the captured fp16 cells of plain decoding, SS and its
+#           VALIDATION_LARGE_TRAIN adds `llmopt train` options, e.g. --steps; VALIDATION_LARGE_SS_TRAIN options
+#           of the SS run only, e.g. --stream-lr-scale 10), Medusa's heads on it with VALIDATION_LARGE_TRAIN
+#           (the same step budget), then the captured fp16 cells of plain decoding, SS and its
 #           peers ($VALIDATION_LARGE_TECHNIQUES overrides; sps's draft model is trained by the bench, cached)
 #   simulated scripts/ss_simulate.py with random weights at each of $VALIDATION_SIM_SHAPES (1.3b 2.7b): the
 #           real captured step of $VALIDATION_SIM_TECHNIQUE (ss+half+graphs) against its plain twin, drafts
@@ -134,7 +135,7 @@ phase() {
       # Speculative Streaming and its peers where decoding is bound by the weights: E2E at $VALIDATION_LARGE
       local shape=${VALIDATION_LARGE:-1.3b} ckpt
       python3 -m llmopt train --dataset e2e_nlg --shape "$shape" --objective ss --samples "${VALIDATION_SAMPLES:-32}" \
-        ${VALIDATION_LARGE_TRAIN:-} > "$JOB/train_e2e_nlg_$shape.log" 2>&1
+        ${VALIDATION_LARGE_TRAIN:-} ${VALIDATION_LARGE_SS_TRAIN:-} > "$JOB/train_e2e_nlg_$shape.log" 2>&1
       pack
       ckpt=$(checkpoint_of "$JOB/train_e2e_nlg_$shape.log")
       [ -n "$ckpt" ] || { echo "large: no checkpoint in $JOB/train_e2e_nlg_$shape.log" >&2; return; }
