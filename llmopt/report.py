@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .compare import Run, load_run
 from .names import DATASET_TITLES, datasets, drafting, parts, slug, techniques
+from .strategies.techniques import twin_parts
 
 QUALITY_TITLES = {"exact_match": "EM", "rouge_l": "ROUGE-L"}
 DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
@@ -87,13 +88,23 @@ def _details(run: Run, names: list[str]) -> list[str]:
 
 
 def plain_twin(run: Run, cell: tuple[str, str]) -> str | None:
-    """The technique a drafting cell should beat: its parts without the drafting method, captured
-    (`ss+half` -> `half+graphs`, `pld` -> `graphs`, `best` -> `flash2+graphs`), if the run has it;
-    a stock reference's is stock generate (`hf+pld` -> `hf`), which has no captured step."""
+    """The technique a drafting cell should beat (`twin_parts`), if the run has it."""
     dataset, technique = cell
-    plain = parts(technique) - drafting(technique)
-    want = plain if "hf" in plain else plain | {"graphs"}
+    want = twin_parts(parts(technique))
     return next((t for d, t in run.cells if d == dataset and parts(t) == want), None)
+
+
+def _over_twin(run: Run, cell: tuple[str, str]) -> str:
+    """× the plain captured twin: the recorded paired median with its interval (the twin timed in
+    the same cycles), else the ratio of the two medians; "–" without a twin in the run."""
+    r = run.cells[cell]
+    twin = plain_twin(run, cell)
+    if twin is None:
+        return "–"
+    if r.get("twin") == twin and r.get("speedup_over_twin") is not None:
+        ci = r.get("speedup_over_twin_ci")
+        return f"{r['speedup_over_twin']:.2f}×" + (f" [{ci[0]:.2f}–{ci[1]:.2f}]" if ci else "") + f" (`{twin}`)"
+    return f"{r['tokens_per_s'] / run.cells[cell[0], twin]['tokens_per_s']:.2f}× (`{twin}`, ratio of medians)"
 
 
 def _count(n) -> str:
@@ -122,8 +133,7 @@ def peers(run: Run, names: list[str]) -> list[str]:
             r = run.cells.get((d, t))
             if r is None or not drafting(t):
                 continue
-            twin = plain_twin(run, (d, t))
-            over_twin = f"{r['tokens_per_s'] / run.cells[d, twin]['tokens_per_s']:.2f}× (`{twin}`)" if twin else "–"
+            over_twin = _over_twin(run, (d, t))
             seconds = [r.get("checkpoint_train_time_s"), r.get("drafter_train_time_s")]
             lines.append(f"| {DATASET_TITLES.get(d, d)} | {_label(run, t)} | {r['tokens_per_s']:.1f} | {_speedup(run, (d, t))} | "
                          f"{over_twin} | {r['mean_accepted_tokens']:.2f} | "
@@ -143,7 +153,8 @@ def run_section(run: Run, figures: list[tuple[str, str]] = ()) -> list[str]:
                   "of medians):", "", *_grid(run, names, lambda c: _speedup(run, c)), ""]
     if table := peers(run, names):
         lines += ["Speculative Streaming and its peers (each drafting method, against `naive` as in the speed-up "
-                  "table and against its plain captured twin as the ratio of their medians):", "", *table, ""]
+                  "table and against its plain captured twin: the median of same-cycle ratios with its interval "
+                  "where recorded, else the ratio of medians):", "", *table, ""]
     lines += ["Per cell: mean accepted tokens per target forward, acceptance ratio of drafted tokens, "
               "peak GPU memory, quality of the outputs, share of prompts identical to plain greedy decoding:", "",
               *_details(run, names), ""]

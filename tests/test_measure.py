@@ -87,3 +87,27 @@ def test_a_record_says_what_training_its_checkpoint_took(tmp_path):
     (tmp_path / "llmopt.json").write_text(json.dumps({"train_time_s": 115.0}))
     work = dataclasses.replace(workload(outputs), checkpoint=tmp_path)
     assert measure.summarize(Fake(), work, passes)["checkpoint_train_time_s"] == 115.0
+
+
+def test_a_drafting_cells_plain_captured_twin():
+    cells = ["naive", "graphs", "half+graphs", "flash2+graphs", "ss", "best", "pld+half", "hf", "hf+pld"]
+    assert measure.plain_twin("ss", cells) == "graphs"
+    assert measure.plain_twin("best", cells) == "flash2+graphs"  # a preset, expanded
+    assert measure.plain_twin("pld+half", cells) == "half+graphs"
+    assert measure.plain_twin("hf+pld", cells) == "hf"  # stock generate has no captured step
+    assert measure.plain_twin("half+graphs", cells) is None  # plain decoding has no twin
+    assert measure.plain_twin("ss", ["naive", "ss"]) is None  # not timed with it
+
+
+def test_an_interleaved_drafting_cell_records_its_paired_speed_up_over_its_twin(tmp_path):
+    from test_kernel_count import tiny_session
+
+    bench = tiny_session(tmp_path, techniques=["naive", "graphs", "pld"], kernel_count="off", rounds=8,
+                         strategy_options={"graphs": {"runtime": "static"}})
+    records = bench.measure_dataset("e2e_nlg", ["naive", "graphs", "pld"])
+    pld = records["pld"]
+    assert pld["twin"] == "graphs" and pld["speedup_over_twin"] > 0 and len(pld["speedup_over_twin_ci"]) == 2
+    assert "twin" not in records["graphs"] and "twin" not in records["naive"]
+    alone = tiny_session(tmp_path / "alone", techniques=["graphs", "pld"], kernel_count="off", interleave="off",
+                         strategy_options={"graphs": {"runtime": "static"}}).measure_dataset("e2e_nlg", ["graphs", "pld"])
+    assert "twin" not in alone["pld"]  # timed one after the other: no same-cycle rounds to pair

@@ -160,13 +160,18 @@ def test_the_peers_table_weighs_each_drafting_method_against_naive_and_its_plain
         cell("e2e_nlg", "best", 2000.0, dtype="float16", mean_accepted_tokens=2.6, extra_parameters=3072,
              extra_parameter_bytes=6144)]))
     assert report.plain_twin(with_best, ("e2e_nlg", "best")) == "flash2+graphs"
-    assert "| E2E-NLG | best (fp16) | 2000.0 | 7.14× | 2.00× (`flash2+graphs`) | 2.60 |" in report.markdown([with_best])
+    assert "| E2E-NLG | best (fp16) | 2000.0 | 7.14× | 2.00× (`flash2+graphs`, ratio of medians) | 2.60 |" in report.markdown([with_best])
     text = report.markdown([run])
-    assert "| E2E-NLG | ss (fp32) | 560.0 | 2.00× | 0.56× (`graphs`) | 2.60 | 3.1 k (12.0 KiB) | 115 s | – |" in text
-    assert "| E2E-NLG | ss+half+graphs (fp16) | 2200.0 | 7.86× | 2.00× (`half+graphs`) | 2.60 | 3.1 k (6.0 KiB) |" in text
-    assert "| E2E-NLG | medusa (fp32) | 420.0 | 1.50× | 0.42× (`graphs`) | 2.10 | 7.1 M (27.1 MiB) | 90 s | 40 s |" in text
-    assert "| E2E-NLG | pld (fp32) | 300.0 | 1.07× | 0.30× (`graphs`) | 1.40 | 0 (0.0 KiB) | – | – |" in text
-    assert "| E2E-NLG | hf+pld (fp32) | 210.0 | 0.75× | 1.50× (`hf`) | 1.60 |" in text
+    assert "| E2E-NLG | ss (fp32) | 560.0 | 2.00× | 0.56× (`graphs`, ratio of medians) | 2.60 | 3.1 k (12.0 KiB) | 115 s | – |" in text
+    assert "| E2E-NLG | ss+half+graphs (fp16) | 2200.0 | 7.86× | 2.00× (`half+graphs`, ratio of medians) | 2.60 | 3.1 k (6.0 KiB) |" in text
+    assert "| E2E-NLG | medusa (fp32) | 420.0 | 1.50× | 0.42× (`graphs`, ratio of medians) | 2.10 | 7.1 M (27.1 MiB) | 90 s | 40 s |" in text
+    assert "| E2E-NLG | pld (fp32) | 300.0 | 1.07× | 0.30× (`graphs`, ratio of medians) | 1.40 | 0 (0.0 KiB) | – | – |" in text
+    assert "| E2E-NLG | hf+pld (fp32) | 210.0 | 0.75× | 1.50× (`hf`, ratio of medians) | 1.60 |" in text
+    # a record that paired its rounds with its twin's (timed in the same cycles) gives that statistic
+    paired = load_run(saved_run(tmp_path / "paired.json", records[:3] + [
+        cell("e2e_nlg", "ss+half+graphs", 2200.0, dtype="float16", mean_accepted_tokens=2.6, twin="half+graphs",
+             speedup_over_twin=1.93, speedup_over_twin_ci=[1.81, 2.07])]))
+    assert "| 1.93× [1.81–2.07] (`half+graphs`) | 2.60 |" in report.markdown([paired])
     # a run without drafting cells has no peers table
     assert "its peers" not in report.markdown([load_run(saved_run(tmp_path / "plain.json", records[:3] + records[7:8]))])
 

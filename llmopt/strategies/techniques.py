@@ -189,6 +189,14 @@ def expand_techniques(names) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def twin_parts(parts: set[str]) -> set[str]:
+    """The parts of the technique a drafting one should beat: its own without the drafting method,
+    captured (ss+half -> half+graphs, pld -> graphs, best -> flash2+graphs); a stock reference's
+    twin is stock generate (hf+pld -> hf), which has no captured step."""
+    plain = parts - set(DRAFTING)
+    return plain if "hf" in plain else plain | {"graphs"}
+
+
 def technique_objective(name: str) -> str:
     """The training objective a technique's checkpoint needs: "ss" if it includes ss, else "lm"."""
     return parse_technique(name).objective
