@@ -32,6 +32,9 @@
 #   simulated scripts/ss_simulate.py with random weights at each of $VALIDATION_SIM_SHAPES (1.3b 2.7b): the
 #           real captured step of $VALIDATION_SIM_TECHNIQUE (ss+half+graphs) against its plain twin, drafts
 #           right at a controlled rate (VALIDATION_SIM adds options): from which acceptance SS pays at each size
+#   streamlr E2E at 125m, SS trained for $VALIDATION_STREAMLR_STEPS (600) steps at each stream learning-rate
+#           scale of $VALIDATION_STREAMLR_SCALES (1 10), then `ss` on each checkpoint (briefly timed: its accepted
+#           tokens per step are what count): does --stream-lr-scale make a short run's streams learn?
 #   residue scripts/profiler_residue.py, arms profiled and control alternately in new processes
 #           ($VALIDATION_RESIDUE_RUNS (3) of each): does a finished profiler session slow its process?
 # usage: setsid nohup scripts/validation_job.sh [PHASE...] > /tmp/job.log 2>&1 &   (default: all)
@@ -152,6 +155,17 @@ phase() {
         python3 scripts/ss_simulate.py --random-weights --model "$shape" --datasets e2e_nlg --data-dir .data \
           --technique "${VALIDATION_SIM_TECHNIQUE:-ss+half+graphs}" --topk 2,2,1,1 --num-prompts 8 \
           --accuracies 0 0.4 0.6 0.8 0.9 1 ${VALIDATION_SIM:-} --out "$JOB/simulated_$shape.json" >> "$JOB/simulated.log" 2>&1
+        pack
+      done ;;
+    streamlr)
+      for scale in ${VALIDATION_STREAMLR_SCALES:-1 10}; do
+        python3 -m llmopt train --dataset e2e_nlg --shape "$SHAPE" --objective ss --samples 0 \
+          --steps "${VALIDATION_STREAMLR_STEPS:-600}" --stream-lr-scale "$scale" > "$JOB/train_streamlr_$scale.log" 2>&1
+        ckpt=$(checkpoint_of "$JOB/train_streamlr_$scale.log")
+        [ -n "$ckpt" ] || { echo "streamlr: no checkpoint in $JOB/train_streamlr_$scale.log" >&2; continue; }
+        python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg --techniques naive,ss \
+          --min-time 1 --max-time 5 --kernel-count off ${VALIDATION_SMALL:-} \
+          --benchmark-json="$JOB/streamlr_$scale.json" > "$JOB/streamlr_$scale.log" 2>&1
         pack
       done ;;
     residue)
