@@ -83,12 +83,9 @@ class SimulatedDraftDecoder(Decoder):
         if continuation is not None:
             self.set_continuation(continuation)
 
-    def draft_table(self, continuation: Sequence[int], seed: int | None = None) -> torch.Tensor:
-        return self.drafts.table(continuation, seed)
-
     def set_continuation(self, continuation: Sequence[int] | torch.Tensor, seed: int | None = None) -> None:
-        """The greedy continuation of the next prompt (list of tokens), or a table from draft_table."""
-        self.table = continuation if isinstance(continuation, torch.Tensor) else self.draft_table(continuation, seed)
+        """The greedy continuation of the next prompt (list of tokens), or a table from `drafts.table`."""
+        self.table = continuation if isinstance(continuation, torch.Tensor) else self.drafts.table(continuation, seed)
 
     def start(self, prompt: list[int], max_new_tokens: int | None = None) -> State:
         if self.table is None:
@@ -118,12 +115,9 @@ class SimulatedStaticTreeDecoder(StaticTreeDecoder):
     def static_tensors(self) -> list[torch.Tensor]:
         return [*super().static_tensors(), self.table, self.prompt_len]
 
-    def draft_table(self, continuation: Sequence[int], seed: int | None = None) -> torch.Tensor:
-        return self.drafts.table(continuation, seed)
-
     def set_continuation(self, continuation: Sequence[int] | torch.Tensor, seed: int | None = None) -> None:
         """Copy the next prompt's table into the buffer; rows past its end repeat its last row."""
-        table = continuation if isinstance(continuation, torch.Tensor) else self.draft_table(continuation, seed)
+        table = continuation if isinstance(continuation, torch.Tensor) else self.drafts.table(continuation, seed)
         rows = min(len(table), len(self.table))
         self.table[:rows].copy_(table[:rows])
         self.table[rows:].copy_(table[rows - 1])

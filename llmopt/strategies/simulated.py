@@ -34,7 +34,7 @@ class SimulatedSpecStream(SpecStream):
 
     def set_references(self, prompts, outputs) -> None:
         """Draft tables built here, once, so the timed generate calls only look them up."""
-        self.tables = {tuple(p): self.decoder.draft_table(o, self.seed + i)
+        self.tables = {tuple(p): self.decoder.drafts.table(o, self.seed + i)
                        for i, (p, o) in enumerate(zip(prompts, outputs))}
 
     @torch.inference_mode()
