@@ -31,7 +31,7 @@ from .models.gpt_neo import SHAPES
 from .generation import Clock, Generation
 from .options import Settings, build_strategy
 from .strategies import technique_parts
-from .strategies.techniques import DRAFTING, parse_technique, twin_parts
+from .strategies.techniques import plain_twin
 from .strategies.base import Strategy
 from .strategies.naive import Naive
 from .tokenizer import encode_prompt, load_tokenizer
@@ -239,17 +239,6 @@ def summarize(strategy: Strategy, workload: Workload, passes: list[list[tuple[Ge
                                   strategy.device)
         record.update(near_ties.summary(found, strategy.dtype))
     return record
-
-
-def plain_twin(technique: str, cells) -> str | None:
-    """Among `cells` (technique names timed together), the plain captured twin of a drafting
-    `technique` (`twin_parts`: ss+half+graphs -> half+graphs); None for plain decoding or when
-    the twin was not timed with it."""
-    parts = set(parse_technique(technique).parts)
-    if not parts & set(DRAFTING):
-        return None
-    want = twin_parts(parts)
-    return next((t for t in cells if t != technique and set(parse_technique(t).parts) == want), None)
 
 
 def timing_stats(measured: timing.Measurement) -> dict:
@@ -575,7 +564,7 @@ class Bench:
                 record.update(speedup_over_naive=ratio.median,
                               speedup_over_naive_ci=list(ratio.ci) if ratio.ci else None,
                               speedup_over_naive_rounds=ratio.values)
-            twin = plain_twin(technique, cells)
+            twin = plain_twin(technique, cells)  # among the cells timed with it
             if twin is not None:  # a drafting cell against the plain technique it should beat, paired too
                 ratio = timing.paired_ratio(measured[technique].samples, measured[twin].samples)
                 record.update(twin=twin, speedup_over_twin=ratio.median,

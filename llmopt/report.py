@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .compare import Run, load_run
 from .names import DATASET_TITLES, datasets, drafting, parts, slug, techniques
-from .strategies.techniques import twin_parts
+from .strategies.techniques import plain_twin as techniques_plain_twin
 
 QUALITY_TITLES = {"exact_match": "EM", "rouge_l": "ROUGE-L"}
 DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
@@ -88,10 +88,10 @@ def _details(run: Run, names: list[str]) -> list[str]:
 
 
 def plain_twin(run: Run, cell: tuple[str, str]) -> str | None:
-    """The technique a drafting cell should beat (`twin_parts`), if the run has it."""
+    """The technique a drafting cell should beat (techniques.plain_twin), if the run has it; saved
+    names are read by `names.parts` (a name the grammar no longer takes, as written)."""
     dataset, technique = cell
-    want = twin_parts(parts(technique))
-    return next((t for d, t in run.cells if d == dataset and parts(t) == want), None)
+    return techniques_plain_twin(technique, [t for d, t in run.cells if d == dataset], parts)
 
 
 def _over_twin(run: Run, cell: tuple[str, str]) -> str:

@@ -90,13 +90,15 @@ def test_a_record_says_what_training_its_checkpoint_took(tmp_path):
 
 
 def test_a_drafting_cells_plain_captured_twin():
+    from llmopt.strategies.techniques import plain_twin
+
     cells = ["naive", "graphs", "half+graphs", "flash2+graphs", "ss", "best", "pld+half", "hf", "hf+pld"]
-    assert measure.plain_twin("ss", cells) == "graphs"
-    assert measure.plain_twin("best", cells) == "flash2+graphs"  # a preset, expanded
-    assert measure.plain_twin("pld+half", cells) == "half+graphs"
-    assert measure.plain_twin("hf+pld", cells) == "hf"  # stock generate has no captured step
-    assert measure.plain_twin("half+graphs", cells) is None  # plain decoding has no twin
-    assert measure.plain_twin("ss", ["naive", "ss"]) is None  # not timed with it
+    assert plain_twin("ss", cells) == "graphs"
+    assert plain_twin("best", cells) == "flash2+graphs"  # a preset, expanded
+    assert plain_twin("pld+half", cells) == "half+graphs"
+    assert plain_twin("hf+pld", cells) == "hf"  # stock generate has no captured step
+    assert plain_twin("half+graphs", cells) is None  # plain decoding has no twin
+    assert plain_twin("ss", ["naive", "ss"]) is None  # not timed with it
 
 
 def test_an_interleaved_drafting_cell_records_its_paired_speed_up_over_its_twin(tmp_path):

@@ -189,12 +189,22 @@ def expand_techniques(names) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def twin_parts(parts: set[str]) -> set[str]:
-    """The parts of the technique a drafting one should beat: its own without the drafting method,
-    captured (ss+half -> half+graphs, pld -> graphs, best -> flash2+graphs); a stock reference's
-    twin is stock generate (hf+pld -> hf), which has no captured step."""
-    plain = parts - set(DRAFTING)
-    return plain if "hf" in plain else plain | {"graphs"}
+def parts_of(name: str) -> set[str]:
+    """A technique's parts, a preset expanded (best -> ss, flash2, graphs)."""
+    return set(parse_technique(name).parts)
+
+
+def plain_twin(technique: str, candidates, parts=parts_of) -> str | None:
+    """Among `candidates` (technique names), the one a drafting `technique` should beat: its parts
+    without the drafting method, captured (ss+half -> half+graphs, pld -> graphs, best ->
+    flash2+graphs); a stock reference's is stock generate (hf+pld -> hf), which has no captured
+    step. None for plain decoding, or when no candidate is it. `parts`: how a name is read."""
+    own = parts(technique)
+    if not own & set(DRAFTING):
+        return None
+    plain = own - set(DRAFTING)
+    want = plain if "hf" in plain else plain | {"graphs"}
+    return next((t for t in candidates if t != technique and parts(t) == want), None)
 
 
 def technique_objective(name: str) -> str:
