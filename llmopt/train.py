@@ -297,17 +297,17 @@ def _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, sav
     encoded = encode_split(train_examples, tokenizer, max_len)
     eval_encoded = encode_split(eval_examples, tokenizer, max_len)
     eval_batches = [collate(eval_encoded[i: i + 32]) for i in range(0, len(eval_encoded), 32)]
-    # decay matrices only: not biases, norms or stream identifiers (embeddings to learn freely)
-    decayed = {n for n, p in model.named_parameters() if p.dim() >= 2 and "stream_embeddings" not in n}
-    # their own group only when their learning rate differs: the default keeps the groups (and so
-    # the weights) of the recipes trained before the option
-    own_rate = {n for n, _ in model.named_parameters() if "stream_embeddings" in n} if recipe.stream_lr_scale != 1.0 else set()
-    decay = [p for n, p in model.named_parameters() if n in decayed]
-    no_decay = [p for n, p in model.named_parameters() if n not in decayed and n not in own_rate]
-    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if own_rate:
-        groups.append({"params": [p for n, p in model.named_parameters() if n in own_rate], "weight_decay": 0.0,
-                       "lr": recipe.lr * recipe.stream_lr_scale})
+    # decay matrices only: not biases, norms or stream identifiers (embeddings to learn freely); the
+    # streams get a group of their own only when their learning rate differs, so the default keeps
+    # the groups (and so the weights) of the recipes trained before the option
+    groups = {"decay": {"params": [], "weight_decay": recipe.weight_decay},
+              "no_decay": {"params": [], "weight_decay": 0.0},
+              "streams": {"params": [], "weight_decay": 0.0, "lr": recipe.lr * recipe.stream_lr_scale}}
+    for name, param in model.named_parameters():
+        streams = "stream_embeddings" in name
+        group = "streams" if streams and recipe.stream_lr_scale != 1.0 else "decay" if param.dim() >= 2 and not streams else "no_decay"
+        groups[group]["params"].append(param)
+    groups = [g for key, g in groups.items() if g["params"] or key != "streams"]
     optimizer = torch.optim.AdamW(groups, lr=recipe.lr, betas=(0.9, 0.95), fused=device.type == "cuda")
 
     def lr_factor(step):  # linear warm-up, then cosine decay to min_lr_ratio
