@@ -101,8 +101,8 @@ def main(argv=None) -> int:
                     raise AssertionError(f"{dataset}: simulated {args.technique} at accuracy {accuracy} changed "
                                          f"its greedy output (match {r['match_naive']})")
                 # match_naive: with the plain twin, as everywhere (equal outputs at every accuracy)
-                r.update(match_own_greedy=r["match_naive"], match_naive=plain_match)
-                r.update(simulated=True, technique=args.technique, draft_accuracy=accuracy,
+                r.update(match_own_greedy=r["match_naive"], match_naive=plain_match,
+                         simulated=True, technique=args.technique, draft_accuracy=accuracy,
                          random_weights=args.random_weights, simulated_model=label,
                          speedup_over_naive=r["tokens_per_s"] / base["tokens_per_s"])
                 records.append(r)
