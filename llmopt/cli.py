@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--micro-batch", type=non_negative_int,
                        help="rows per forward and backward, gradients summed over the batch (default: 16 for 1.3b "
                             "and 2.7b, else 0: the whole batch at once)")
-    train.add_argument("--lr", type=options.positive_float)
+    train.add_argument("--lr", type=options.positive_float,
+                       help="peak learning rate (default 3e-4; 1e-4 for 1.3b and 8e-5 for 2.7b, as GPT-3 scaled its own; "
+                            "1e-3 for medusa heads)")
     train.add_argument("--objective", default="lm", choices=("lm", "ss", "medusa"),
                        help="lm (next token), ss (Speculative Streaming: main + 0.1 x each stream's CE) or medusa "
                             "(Medusa-1 heads on the frozen --base checkpoint)")
@@ -58,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--share-head", action="store_true",
                        help="medusa: heads end in the base's LM head instead of a vocabulary head each (far fewer parameters)")
     train.add_argument("--output", type=Path, help="write the checkpoint here instead of the cache")
+    train.add_argument("--save-every", type=non_negative_int, default=250, metavar="N",
+                       help="save a resumable state every N steps, so that an interrupted run continues where it "
+                            "stopped (default 250; 0: never, where an interruption would lose the machine anyway: "
+                            "at 1.3b a save writes about 16 GB)")
     train.add_argument("--samples", type=non_negative_int, default=32, help="evaluation prompts to decode for the quality metric")
     _common(train)
 
@@ -153,9 +159,9 @@ def cmd_train(args) -> int:
         gamma=args.gamma, num_stream_layers=args.stream_layers, share_head=args.share_head).items() if v})
     device = args.device or measure.default_device()
     if args.output:
-        path = train(args.dataset, recipe, args.output, data_dir=args.data_dir, device=device)
+        path = train(args.dataset, recipe, args.output, data_dir=args.data_dir, device=device, save_every=args.save_every)
     else:
-        path = ensure_trained(args.dataset, recipe, data_dir=args.data_dir, device=device)
+        path = ensure_trained(args.dataset, recipe, data_dir=args.data_dir, device=device, save_every=args.save_every)
     info = json.loads((path / "llmopt.json").read_text())
     print(f"checkpoint: {path}")
     print(f"train time: {info['train_time_s']:.0f} s on {info['device']}; "

@@ -81,6 +81,14 @@ class Recipe:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+# The large shapes' learning rate: 125m's 3e-4 scaled as GPT-3 scaled its own from 125M (6e-4) to
+# 1.3B (2e-4) and 2.7B (1.6e-4) (Brown et al. 2020, table 2.1); our batches are far smaller than its,
+# which asks for no more. At 3e-4 the 1.3b SS run of session 13 (E2E, H100, 600 steps) was unstable:
+# its gradient norm rose from about 6 to 10-31 while 125m's falls from 4 to 1, and its eval loss at
+# steps 250 and 500 (4.65, 4.29) stayed far above 125m's at the same steps (3.60, 2.96).
+LARGE_LR = {"1.3b": 1e-4, "2.7b": 8e-5}
+
+
 def default_recipe(dataset: str, shape: str = "125m", **overrides) -> Recipe:
     """Per-dataset defaults: E2E sequences are short, so bigger batches; Spider schemas and
     DialogSum dialogues need the longer context."""
@@ -94,8 +102,8 @@ def default_recipe(dataset: str, shape: str = "125m", **overrides) -> Recipe:
         per_dataset = {d: dict(steps=30, batch_size=8, max_len=256, vocab_size=512, warmup_steps=5) for d in data.DATASETS}
     # the large shapes in slices of 16 rows: 1.3b's activations for 128 rows of 256 tokens come to
     # about 55 GiB beside its 21 GiB of weights, gradients and AdamW state
-    sliced = {"micro_batch": 16} if shape in ("1.3b", "2.7b") else {}
-    recipe = Recipe(shape=shape, **{**per_dataset[dataset], **sliced, **overrides})
+    large = {"micro_batch": 16, "lr": LARGE_LR[shape]} if shape in LARGE_LR else {}
+    recipe = Recipe(shape=shape, **{**per_dataset[dataset], **large, **overrides})
     if recipe.objective == "ss" and not recipe.objective_options:
         # the paper's layer choice: MSA in the top 1/6 of the layers for SQL, 1/2 otherwise (on
         # E2E, H200: 6 of 12 layers accepted 2.56 tokens/step against 2.41 with 4, and kept quality)
@@ -253,7 +261,7 @@ def train(dataset: str, recipe: Recipe, out_dir: Path | None = None, data_dir=No
           progress: bool = True, eval_every: int = 250, save_every: int = 250) -> Path:
     """Train and write an HF-format checkpoint (weights, tokenizer, llmopt.json with the weights'
     `checkpoint_sha256`) to `out_dir` atomically, reproducibly (`deterministic`). A run interrupted
-    after a periodic save resumes from it when called again."""
+    after a periodic save (every `save_every` steps; 0: never) resumes from it when called again."""
     with deterministic(recipe.seed):
         return _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, save_every)
 
@@ -368,7 +376,7 @@ def _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, sav
             terms = "".join(f", {name} {value:.3f}" for name, value in eval_terms.items())
             bar.write(f"step {step + 1}: train loss {float(loss):.3f}, eval loss {eval_loss:.3f}{terms}", file=sys.stderr)
             t_last = time.perf_counter()
-        if (step + 1) % save_every == 0 and not last:
+        if save_every and (step + 1) % save_every == 0 and not last:
             atomic_save({"recipe": dataclasses.asdict(recipe), "model": model.state_dict(),
                          "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                          "step": step + 1, "elapsed": elapsed, "history": history,
@@ -394,7 +402,7 @@ def _train(dataset, recipe, out_dir, data_dir, device, progress, eval_every, sav
 
 
 def ensure_trained(dataset: str, recipe: Recipe, data_dir=None, device=None, progress=True,
-                   isolate: bool | None = None) -> Path:
+                   isolate: bool | None = None, save_every: int = 250) -> Path:
     """The cached checkpoint for (dataset, shape, recipe), trained first if it is missing. A file
     lock beside it makes concurrent callers (one benchmark process per GPU) train it once: the
     first trains, the others wait and then load what it wrote.
@@ -415,22 +423,25 @@ def ensure_trained(dataset: str, recipe: Recipe, data_dir=None, device=None, pro
         if not (path / "llmopt.json").is_file():  # it may have appeared while we waited
             device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
             if isolate if isolate is not None else device.type == "cuda":
-                train_in_child(dataset, recipe, path, data_dir=data_dir, device=device, progress=progress)
+                train_in_child(dataset, recipe, path, data_dir=data_dir, device=device, progress=progress,
+                               save_every=save_every)
             else:
-                train(dataset, recipe, path, data_dir=data_dir, device=device, progress=progress)
+                train(dataset, recipe, path, data_dir=data_dir, device=device, progress=progress, save_every=save_every)
     finally:
         lock.release()
     return path
 
 
-def train_in_child(dataset: str, recipe: Recipe, out_dir: Path, data_dir=None, device=None, progress=True) -> None:
+def train_in_child(dataset: str, recipe: Recipe, out_dir: Path, data_dir=None, device=None, progress=True,
+                   save_every: int = 250) -> None:
     """`train` in a fresh (spawned) process, which alone gets the fixed cuBLAS workspace; its
     output goes where this process's does. A failure is raised here, with its exit code."""
     import multiprocessing
 
     child = multiprocessing.get_context("spawn").Process(
         target=train, args=(dataset, recipe, out_dir), name=f"train {dataset}",
-        kwargs=dict(data_dir=data_dir, device=str(device) if device is not None else None, progress=progress))
+        kwargs=dict(data_dir=data_dir, device=str(device) if device is not None else None, progress=progress,
+                    save_every=save_every))
     child.start()
     child.join()
     if child.exitcode != 0:

@@ -104,6 +104,20 @@ def test_bad_train_options_are_one_line_and_exit_2(args, message, capsys):
     assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_train_hands_save_every_to_the_trainer(monkeypatch):
+    from llmopt import cli, train as training
+
+    seen = {}
+
+    def fake_ensure_trained(dataset, recipe, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("stop here")  # the command's one-line error, exit 2
+
+    monkeypatch.setattr(training, "ensure_trained", fake_ensure_trained)
+    assert cli.main(["train", "--dataset", "e2e_nlg", "--shape", "tiny", "--save-every", "0"]) == 2
+    assert seen["save_every"] == 0
+
+
 def test_llmopt_bench_prints_the_table_and_writes_json(bench_json):
     result, out = bench_json
     no_traceback(result)

@@ -97,6 +97,19 @@ def test_interrupted_run_resumes_and_leaves_no_checkpoint(tmp_path, toy_data, mo
     assert fingerprint(out) == fingerprint(straight) == json.loads((out / "llmopt.json").read_text())["checkpoint_sha256"]
 
 
+def test_resume_states_are_saved_every_save_every_steps_or_never(tmp_path, toy_data, monkeypatch):
+    """--save-every 0: at 1.3b a state is about 16 GB, written for nothing where an interruption
+    loses the machine anyway."""
+    recipe = training.default_recipe("e2e_nlg", "tiny", steps=12, vocab_size=300)
+    saved = []
+    monkeypatch.setattr(training, "atomic_save", lambda state, path: saved.append(state["step"]))
+    training.train("e2e_nlg", recipe, tmp_path / "a", device="cpu", progress=False, eval_every=12, save_every=5)
+    assert saved == [5, 10]  # never at the last step: the checkpoint itself follows
+    saved.clear()
+    training.train("e2e_nlg", recipe, tmp_path / "b", device="cpu", progress=False, eval_every=12, save_every=0)
+    assert saved == []
+
+
 def test_recipe_key_changes_with_the_recipe():
     a = training.default_recipe("spider", "125m")
     assert a.key() == training.default_recipe("spider", "125m").key()
@@ -122,6 +135,16 @@ def test_a_batch_in_slices_gives_the_whole_batchs_gradient():
     assert training.default_recipe("e2e_nlg", "1.3b").micro_batch == 16
     assert training.default_recipe("e2e_nlg", "125m").micro_batch == 0
     assert training.Recipe().key() == "dc60eb3395ff"  # recipes that leave it unset keep their names
+
+
+def test_large_shapes_train_at_a_lower_learning_rate():
+    # GPT-3's scaling from 125M to 1.3B and 2.7B; 125m's recipe (and so its cached name) unchanged
+    assert training.default_recipe("e2e_nlg", "125m").lr == 3e-4
+    assert training.default_recipe("e2e_nlg", "1.3b", objective="ss").lr == 1e-4
+    assert training.default_recipe("e2e_nlg", "2.7b").lr == 8e-5
+    assert training.default_recipe("e2e_nlg", "1.3b", lr=3e-4).lr == 3e-4  # an explicit --lr wins
+    target = "/ckpt/e2e_nlg-1.3b-ss"
+    assert training.medusa_recipe("e2e_nlg", target, "1.3b").lr == 1e-3  # heads keep Medusa-1's rate
 
 
 def test_keeps_the_weights_of_the_best_evaluation(tmp_path, toy_data, monkeypatch):
