@@ -14,6 +14,7 @@ kernel to count: both return None.
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from typing import Callable, Iterable, NamedTuple
 
 import torch
@@ -81,6 +82,20 @@ def on_device(events: Iterable) -> list:
 def device_kernels(events: Iterable) -> int:
     """How many of the profiler's events ran on a CUDA device (on_device)."""
     return len(on_device(events))
+
+
+def device_idle(events: Iterable) -> tuple[float, Counter]:
+    """When the device waited between its own events (on_device), in the profiler's µs: the idle
+    time from the first one's start to the last one's end, and the same time by the name of the
+    event that came after each gap. Inside a CUDA graph a gap is the graph's own latency between
+    nodes; between replays it is the host's turn (the gap lands on the step's first kernel)."""
+    idle, before, end = 0.0, Counter(), None
+    for start, stop, name in sorted((e.time_range.start, e.time_range.end, e.name) for e in on_device(events)):
+        if end is not None and start > end:
+            idle += start - end
+            before[name] += start - end
+        end = stop if end is None else max(end, stop)
+    return idle, before
 
 
 class DeviceProfile(NamedTuple):

@@ -2,16 +2,20 @@
 (kernels), and the kernels that cost most, from torch.profiler over whole generate calls.
 
     python3 scripts/profile_step.py [--techniques naive,ss] [--shape 125m] [--vocab 8192]
-        [--prompt-len 600] [--new-tokens 64] [--gamma 4] [--stream-layers 2] [--topk 2,2,1,1]
+        [--prompt-len 600] [--new-tokens 64] [--gamma 4] [--stream-layers N] [--topk 2,2,1,1]
         [--device cuda] [--shapes] [--json out.json] [--runtime cuda_graph] [--pad-rows 16]
 
-The model is a random GPT-Neo of --shape with random stream embeddings (speed per step does not
+The model is a random GPT-Neo of --shape with random stream embeddings and Medusa heads (speed per step does not
 depend on what the weights say; acceptance does, so steps, not tokens, are the unit here). Per
 technique: one warm-up generate, then one timed generate (wall per forward call) and one profiled
 generate: total host time of the ops, total device time of the kernels, host launches per step
 (a CUDA graph is one), device kernels per step (llmopt.hardware.device_kernels: a graph's kernels
 each) and the top kernels by device time. --runtime / --pad-rows: options of the graphs techniques
 (pad-rows: ss+graphs only), e.g. `--techniques ss+graphs --pad-rows 16` against the default.
+The device's idle time per step (llmopt.hardware.device_idle) is given by the kernel that waited:
+inside a CUDA graph that is the graph's own latency between nodes, between replays the host's
+turn. --trace DIR writes each technique's profiled generate as a Chrome trace (chrome://tracing,
+Perfetto) to look at the timeline itself.
 The wall times of every technique after the first are taken after a profiler session in this
 process, which can slow them (llmopt/kernel_count.py): for walls to compare, run one technique per
 invocation.
@@ -32,8 +36,9 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmopt.hardware import device_kernels  # noqa: E402
+from llmopt.hardware import device_idle, device_kernels  # noqa: E402
 from llmopt.models.gpt_neo import make_config  # noqa: E402
+from llmopt.spec_stream.medusa import MedusaModel  # noqa: E402
 from llmopt.spec_stream.model import SpecStreamModel  # noqa: E402
 from llmopt.strategies import get_strategy  # noqa: E402
 from llmopt.strategies import parse_technique, technique_objective  # noqa: E402
@@ -41,7 +46,7 @@ from llmopt.strategies import parse_technique, technique_objective  # noqa: E402
 
 def profile_technique(technique: str, checkpoint: Path, device: str, prompt: list[int], new_tokens: int,
                       topk: str, top: int = 12, shapes: bool = False, runtime: str | None = None,
-                      pad_rows: int | None = None) -> dict:
+                      pad_rows: int | None = None, trace: Path | None = None) -> dict:
     ss = technique_objective(technique) == "ss"
     options = {"topk": topk} if ss else {}
     if parse_technique(technique).graphs:
@@ -60,6 +65,10 @@ def profile_technique(technique: str, checkpoint: Path, device: str, prompt: lis
         strategy.generate(prompt, new_tokens, None)
         sync()
     steps = gen.forward_calls
+    if trace is not None:
+        trace.mkdir(parents=True, exist_ok=True)
+        prof.export_chrome_trace(str(trace / f"{technique}.json.gz"))  # Perfetto reads it gzipped
+    idle_us, waits = device_idle(prof.events())
     kernels = collections.Counter()
     launches = 0
     device_us = 0.0
@@ -77,6 +86,8 @@ def profile_technique(technique: str, checkpoint: Path, device: str, prompt: lis
         "device_ms_per_step": device_us / 1e3 / steps, "launches_per_step": launches / steps,
         "device_kernels_per_step": device_kernels(prof.events()) / steps, "config": strategy.config(),
         "top_kernels_ms_per_step": {name[:90]: round(us / 1e3 / steps, 4) for name, us in kernels.most_common(top)},
+        "device_idle_ms_per_step": idle_us / 1e3 / steps,
+        "top_waits_ms_per_step": {name[:90]: round(us / 1e3 / steps, 4) for name, us in waits.most_common(top)},
     }
 
 
@@ -88,30 +99,37 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=600)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--gamma", type=int, default=4)
-    parser.add_argument("--stream-layers", type=int, default=2)
+    parser.add_argument("--stream-layers", type=int, help="default: half the layers (the E2E and DialogSum recipe's)")
     parser.add_argument("--topk", default="2,2,1,1")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--shapes", action="store_true", help="also print the costliest ops with their operand shapes")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--runtime", help="graphs runtime (cuda_graph, torch.compile; default cuda_graph)")
     parser.add_argument("--pad-rows", type=int, help="ss+graphs: pad the tree step's rows to a multiple of this")
+    parser.add_argument("--trace", type=Path, metavar="DIR", help="write each technique's profiled generate here "
+                                                                  "as a gzipped Chrome trace (TECHNIQUE.json.gz)")
     args = parser.parse_args()
 
     config = make_config(args.shape, vocab_size=args.vocab)
-    model = SpecStreamModel.random(config, gamma=args.gamma, num_stream_layers=args.stream_layers)
+    model = SpecStreamModel.random(config, gamma=args.gamma, num_stream_layers=args.stream_layers or config.num_layers // 2)
     prompt = torch.randint(0, args.vocab - 1, (args.prompt_len,), generator=torch.Generator().manual_seed(0)).tolist()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
+        MedusaModel.random(model.base, args.gamma).save_pretrained(tmp)  # random heads beside it: medusa's
         del model
         for technique in args.techniques.split(","):
             row = profile_technique(technique, Path(tmp), args.device, prompt, args.new_tokens, args.topk,
-                                    shapes=args.shapes, runtime=args.runtime, pad_rows=args.pad_rows)
+                                    shapes=args.shapes, runtime=args.runtime, pad_rows=args.pad_rows, trace=args.trace)
             rows.append(row)
             print(f"{technique:>20}: {row['wall_ms_per_step']:.3f} ms/step wall, {row['device_ms_per_step']:.3f} ms "
                   f"kernels, {row['launches_per_step']:.0f} launches/step, {row['device_kernels_per_step']:.0f} device "
-                  f"kernels/step, {row['forward_calls']} steps", flush=True)
+                  f"kernels/step, {row['forward_calls']} steps; the device idle {row['device_idle_ms_per_step']:.3f} "
+                  f"ms/step", flush=True)
             for name, ms in row["top_kernels_ms_per_step"].items():
+                print(f"{'':>24}{ms:8.4f}  {name}")
+            print(f"{'':>24}idle before (ms/step):")
+            for name, ms in row["top_waits_ms_per_step"].items():
                 print(f"{'':>24}{ms:8.4f}  {name}")
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=2))

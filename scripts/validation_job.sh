@@ -35,6 +35,11 @@
 #   streamlr E2E at 125m, SS trained for $VALIDATION_STREAMLR_STEPS (600) steps at each stream learning-rate
 #           scale of $VALIDATION_STREAMLR_SCALES (1 10), then `ss` on each checkpoint (briefly timed: its accepted
 #           tokens per step are what count): does --stream-lr-scale make a short run's streams learn?
+#   idle    scripts/profile_step.py at $SHAPE on $VALIDATION_IDLE_TECHNIQUES (half+graphs,best,medusa+half+graphs):
+#           the device's idle time inside each step by the kernel that waited, and a Chrome trace of each
+#           (session 12's H100 run: the captured tree steps ran 1.6 ms with 0.7 ms of kernels, the plain step
+#           1.0 ms with 0.7): where does a captured tree step wait? (VALIDATION_IDLE adds options, e.g.
+#           --runtime torch.compile; a CPU dry run: --runtime static)
 #   residue scripts/profiler_residue.py, arms profiled and control alternately in new processes
 #           ($VALIDATION_RESIDUE_RUNS (3) of each): does a finished profiler session slow its process?
 # usage: setsid nohup scripts/validation_job.sh [PHASE...] > /tmp/job.log 2>&1 &   (default: all)
@@ -137,13 +142,14 @@ phase() {
     large)
       # Speculative Streaming and its peers where decoding is bound by the weights: E2E at $VALIDATION_LARGE
       local shape=${VALIDATION_LARGE:-1.3b} ckpt
+      # no resume states: the machine is gone when the job is, and at 1.3b each costs about 25 s
       python3 -m llmopt train --dataset e2e_nlg --shape "$shape" --objective ss --samples "${VALIDATION_SAMPLES:-32}" \
-        ${VALIDATION_LARGE_TRAIN:-} ${VALIDATION_LARGE_SS_TRAIN:-} > "$JOB/train_e2e_nlg_$shape.log" 2>&1
+        --save-every 0 ${VALIDATION_LARGE_TRAIN:-} ${VALIDATION_LARGE_SS_TRAIN:-} > "$JOB/train_e2e_nlg_$shape.log" 2>&1
       pack
       ckpt=$(checkpoint_of "$JOB/train_e2e_nlg_$shape.log")
       [ -n "$ckpt" ] || { echo "large: no checkpoint in $JOB/train_e2e_nlg_$shape.log" >&2; return; }
       python3 -m llmopt train --dataset e2e_nlg --shape "$shape" --objective medusa --base "$ckpt" --samples 0 \
-        ${VALIDATION_LARGE_TRAIN:-} > "$JOB/train_medusa_e2e_nlg_$shape.log" 2>&1
+        --save-every 0 ${VALIDATION_LARGE_TRAIN:-} > "$JOB/train_medusa_e2e_nlg_$shape.log" 2>&1
       heads=$(checkpoint_of "$JOB/train_medusa_e2e_nlg_$shape.log")
       pack
       python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} \
@@ -167,6 +173,12 @@ phase() {
           --min-time 1 --max-time 5 --kernel-count off ${VALIDATION_SMALL:-} \
           --benchmark-json="$JOB/streamlr_$scale.json" > "$JOB/streamlr_$scale.log" 2>&1
         pack
+      done ;;
+    idle)
+      # one technique per process: a profiler session can slow what runs after it in its process
+      for t in $(echo "${VALIDATION_IDLE_TECHNIQUES:-half+graphs,best,medusa+half+graphs}" | tr , ' '); do
+        python3 scripts/profile_step.py --shape "$SHAPE" --techniques "$t" --prompt-len 64 --new-tokens 128 \
+          --trace "$JOB/trace" --json "$JOB/idle_$t.json" ${VALIDATION_IDLE:-} >> "$JOB/idle.log" 2>&1
       done ;;
     residue)
       mkdir -p "$JOB/residue"

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.autograd import DeviceType
 
-from llmopt.hardware import (bandwidth_floor_fraction, copy_bandwidth, device_kernels, device_profile, host_op_s,
+from llmopt.hardware import (bandwidth_floor_fraction, copy_bandwidth, device_idle, device_kernels, device_profile,
+                             host_op_s,
                              kernels_per_token, weight_bytes)
 from llmopt.models.gpt_neo import GPTNeo, make_config
 
@@ -40,6 +41,18 @@ def test_bandwidth_floor_fraction():
 def test_device_kernels_count_cuda_events_only():
     events = [SimpleNamespace(device_type=t) for t in (DeviceType.CPU, DeviceType.CUDA, DeviceType.CUDA, DeviceType.CPU)]
     assert device_kernels(events) == 2 and device_kernels([]) == 0
+
+
+def test_device_idle_sums_the_gaps_between_device_events_by_the_event_that_waited():
+    def event(name, start, end, device=DeviceType.CUDA):
+        return SimpleNamespace(name=name, device_type=device, time_range=SimpleNamespace(start=start, end=end))
+
+    events = [event("gemm", 10, 20), event("copy", 25, 27), event("host", 0, 100, DeviceType.CPU),
+              event("gemm", 27, 30), event("attn", 28, 29),  # back to back, then inside the gemm: no gap
+              event("copy", 40, 41)]
+    idle, before = device_idle(reversed(events))  # in any order
+    assert idle == 15 and before == {"copy": 15}  # 20..25 and 30..40; the CPU event is no device time
+    assert device_idle([]) == (0.0, {})
 
 
 def test_host_op_s_is_a_launch_cost_per_op():
