@@ -69,7 +69,7 @@ def _maybe(value, spec: str) -> str:
 
 def _details(run: Run, names: list[str]) -> list[str]:
     lines = ["| technique | dataset | mean accepted tokens | acceptance | peak memory (MiB) | quality | match naive | "
-             "floor fraction | kernels/token |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "floor fraction | kernels/token | device busy |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for t in techniques([run]):
         for d in names:
             r = run.cells.get((d, t))
@@ -83,7 +83,7 @@ def _details(run: Run, names: list[str]) -> list[str]:
             lines.append(f"| {t} | {DATASET_TITLES.get(d, d)} | {r['mean_accepted_tokens']:.2f} | {'–' if acceptance is None else f'{acceptance:.2f}'} | "
                          f"{'–' if peak is None else f'{peak / 2**20:.0f}'} | {quality} | "
                          f"{'–' if match is None else f'{match:.2f}'} | {_maybe(r.get('bandwidth_floor_fraction'), '.2f')} | "
-                         f"{_maybe(r.get('kernels_per_token'), '.0f')} |")
+                         f"{_maybe(r.get('kernels_per_token'), '.0f')} | {_maybe(r.get('device_busy_fraction'), '.2f')} |")
     return lines
 
 
@@ -156,7 +156,9 @@ def run_section(run: Run, figures: list[tuple[str, str]] = ()) -> list[str]:
                   "table and against its plain captured twin: the median of same-cycle ratios with its interval "
                   "where recorded, else the ratio of medians):", "", *table, ""]
     lines += ["Per cell: mean accepted tokens per target forward, acceptance ratio of drafted tokens, "
-              "peak GPU memory, quality of the outputs, share of prompts identical to plain greedy decoding:", "",
+              "peak GPU memory, quality of the outputs, share of prompts identical to plain greedy decoding, "
+              "the share of the bandwidth floor reached, device kernels per token and the share of a token's "
+              "time the device was busy (kernel time, from a profiled child process, over the measured time):", "",
               *_details(run, names), ""]
     for title, file in figures:
         lines += [f"![{title}]({file})", ""]

@@ -14,7 +14,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def two_gpus(tmp_path):
     h200 = matrix()
-    h200[4].update(peak_memory_bytes=464 * 2**20, quality=24.6)  # dialogsum/naive
+    h200[4].update(peak_memory_bytes=464 * 2**20, quality=24.6,  # dialogsum/naive
+                   bandwidth_floor_fraction=0.071, kernels_per_token=219.6, device_busy_fraction=0.153)
     ss = [cell(d, "ss", 600.0, mean_accepted_tokens=2.5, acceptance_ratio=0.62, acceptance_per_depth=[0.8, 0.5],
                step_prepare_s=0.0004, step_verify_s=0.0003) for d in ("spider", "dialogsum", "e2e_nlg")]
     sweep = [cell("e2e_nlg", "ss", 300.0 + 500 * a, simulated=True, acceptance_ratio=a) for a in (0.2, 0.5, 0.8)]
@@ -39,7 +40,8 @@ def test_markdown_per_gpu_and_across_gpus(tmp_path):
     assert "| hf (fp32) | 140.0 (133–146) | 140.0 (133–146) | 140.0 (133–146) |" in text
     assert "| half (fp16) | 0.79× | 0.79× | 0.79× |" in text
     assert "| ss (fp32) | 2.14× | 2.14× | 2.14× |" in text
-    assert "| naive | DialogSum | 1.00 | – | 464 | ROUGE-L 24.6 | 1.00 |" in text
+    assert "| naive | DialogSum | 1.00 | – | 464 | ROUGE-L 24.6 | 1.00 | 0.07 | 220 | 0.15 |" in text
+    assert "| ss | DialogSum | 2.50 | 0.62 | 400 | ROUGE-L 50.0 | 1.00 | – | – | – |" in text  # not profiled: no figures
     assert "| ss | Spider | 2.50 | 0.62 | 400 | EM 50.0 | 1.00 |" in text
     assert "300.0" not in text.split("## NVIDIA H200")[1]  # simulated points are not measurements
 
