@@ -101,6 +101,9 @@ def device_idle(events: Iterable) -> tuple[float, Counter]:
 class DeviceProfile(NamedTuple):
     kernels_per_token: float
     kernel_s_per_token: float  # the device's busy time: the kernels' durations summed
+    # the profiled call's tokens per forward call: 1 for plain decoding, a drafting method's
+    # acceptance on the profiled prompt (which need not be its mean over a workload)
+    tokens_per_step: float = 1.0
 
 
 def device_profile(step_fn: Callable[[], object], tokens: int) -> DeviceProfile | None:

@@ -79,11 +79,12 @@ def profile_cells(job: Job) -> list[dict | None]:
         try:
             strategy = build_strategy(technique, options)
             strategy.prepare(Path(job.checkpoint), job.device)
-            for _ in range(WARMUP_CALLS):  # greedy: the profiled call makes as many tokens
-                tokens = len(strategy.generate(job.prompt, job.max_new_tokens, job.eos_id).tokens)
+            for _ in range(WARMUP_CALLS):  # greedy: the profiled call makes as many tokens in as many steps
+                done = strategy.generate(job.prompt, job.max_new_tokens, job.eos_id)
+            tokens = len(done.tokens)
             found = hardware.device_profile(lambda: strategy.generate(job.prompt, job.max_new_tokens, job.eos_id),
                                             tokens)
-            answers.append(None if found is None else found._asdict())
+            answers.append(None if found is None else found._replace(tokens_per_step=tokens / done.forward_calls)._asdict())
         except Exception as exc:  # noqa: BLE001 - one cell's count fails, not the others'
             answers.append({"error": f"{type(exc).__name__}: {exc}"})
         strategy = None

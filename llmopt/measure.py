@@ -361,13 +361,21 @@ class Cell:
         return record
 
 
-def kernel_fields(profile: hardware.DeviceProfile | None, tokens_per_s: float) -> dict:
+def kernel_fields(profile: hardware.DeviceProfile | None, tokens_per_s: float, tokens_per_step: float = 1.0) -> dict:
     """A record's kernel counts (None when not counted), and the share of a token's measured time
-    the device spent in kernels: the rest it waited for the host (launches, Python, synchronisation)."""
+    the device spent in kernels: the rest it waited (for the host: launches, Python,
+    synchronisation; inside a CUDA graph, for the graph's next node).
+
+    The profile covers one prompt. A step's kernels hardly depend on the prompt, but how many
+    tokens a drafting method's step makes does: so the profile's figures are taken per step and
+    spread over the workload's `tokens_per_step` (its mean accepted tokens), not the profiled
+    prompt's (before session 14 they were per token of that prompt)."""
     if profile is None:
-        return dict(kernels_per_token=None, kernel_s_per_token=None, device_busy_fraction=None)
-    return dict(kernels_per_token=profile.kernels_per_token, kernel_s_per_token=profile.kernel_s_per_token,
-                device_busy_fraction=profile.kernel_s_per_token * tokens_per_s)
+        return dict(kernels_per_token=None, kernels_per_step=None, kernel_s_per_token=None, device_busy_fraction=None)
+    kernels_per_step = profile.kernels_per_token * profile.tokens_per_step
+    kernel_s_per_token = profile.kernel_s_per_token * profile.tokens_per_step / tokens_per_step
+    return dict(kernels_per_token=kernels_per_step / tokens_per_step, kernels_per_step=kernels_per_step,
+                kernel_s_per_token=kernel_s_per_token, device_busy_fraction=kernel_s_per_token * tokens_per_s)
 
 
 def allocated_memory(device) -> int:
@@ -505,7 +513,7 @@ class Bench:
                                                     workload.max_new_tokens, workload.eos_id,
                                                     [(t, options[t]) for t in records]))
         for record, profile in zip(records.values(), found):
-            record.update(kernel_fields(profile, record["tokens_per_s"]))
+            record.update(kernel_fields(profile, record["tokens_per_s"], record["mean_accepted_tokens"]))
 
     def drafting_options(self, dataset: str, technique: str) -> dict:
         """What a peer method drafts with, trained for this dataset's checkpoint once and cached:

@@ -37,6 +37,19 @@ def test_the_childs_last_line_is_its_answer(monkeypatch):
     assert found == [hardware.DeviceProfile(3.0, 1e-05), None]
 
 
+def test_a_drafting_cells_kernels_are_spread_over_the_workloads_acceptance_not_the_profiled_prompts():
+    # the profiled prompt made 4 tokens a step with 400 kernels and 1 ms of kernels a step
+    profile = hardware.DeviceProfile(kernels_per_token=100.0, kernel_s_per_token=0.25e-3, tokens_per_step=4.0)
+    fields = measure.kernel_fields(profile, tokens_per_s=1000.0, tokens_per_step=2.0)  # the workload: 2 a step
+    assert fields["kernels_per_step"] == 400 and fields["kernels_per_token"] == 200
+    assert fields["kernel_s_per_token"] == pytest.approx(0.5e-3)
+    assert fields["device_busy_fraction"] == pytest.approx(0.5)  # 1 ms of kernels in each 2 ms step
+    plain = measure.kernel_fields(hardware.DeviceProfile(250.0, 0.7e-3), tokens_per_s=1000.0)
+    assert plain == dict(kernels_per_token=250.0, kernels_per_step=250.0, kernel_s_per_token=0.7e-3,
+                         device_busy_fraction=pytest.approx(0.7))
+    assert measure.kernel_fields(None, 1000.0)["kernels_per_step"] is None
+
+
 def test_a_failed_or_hung_child_costs_the_counts_not_the_run(monkeypatch):
     monkeypatch.setattr(subprocess, "run", answered("", 1, "Traceback ...\nRuntimeError: CUPTI unavailable\n"))
     with pytest.warns(UserWarning, match=r"failed \(RuntimeError: CUPTI unavailable\)"):
@@ -58,6 +71,7 @@ def test_the_child_profiles_each_cell_and_names_what_failed(tmp_path):
     counted, failed = json.loads(done.stdout.strip().splitlines()[-1])
     if CUDA:
         assert counted["kernels_per_token"] >= 1 and counted["kernel_s_per_token"] > 0
+        assert counted["tokens_per_step"] == 1.0  # plain decoding: a token a step
     else:
         assert counted is None  # a CPU runs ops, not kernels
     assert "no_such_technique" in failed["error"]
