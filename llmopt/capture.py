@@ -1,7 +1,8 @@
 """Capturing a static-shape step once and replaying it: what `graphs` adds to the plain decode step
 (models/static_cache.py) and to Speculative Streaming's tree step (spec_stream/static.py).
 
-Either with torch.cuda.CUDAGraph directly or through torch.compile(mode="reduce-overhead"). The
+Either with torch.cuda.CUDAGraph directly or through torch.compile (mode "reduce-overhead", or
+"max-autotune" with gpt-fast's coordinate-descent tuning: COMPILE_MODES). The
 step has static shapes per *bucket* (how many cache slots attention reads: a multiple of `bucket`,
 up to the cache's slots), so one graph per bucket is captured up front; each generation uses the
 smallest bucket that holds its prompt and new tokens. Capture/compile time is one-off and reported
@@ -17,13 +18,19 @@ tensor the step mutates has a static address, and a recompile while decoding rai
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Callable, Protocol
 
 import torch
 
-RUNTIMES = ("cuda_graph", "torch.compile", "static")  # "static": the same step, not captured (CPU tests)
+# torch.compile's runtimes and the mode each compiles with on CUDA: "reduce-overhead" (inductor's
+# kernels replayed as CUDA graphs), or "max-autotune" (the same, with matmul templates and kernel
+# configurations benchmarked while compiling, and the coordinate-descent tuning of inductor's own
+# kernels that gpt-fast turns on: minutes of compilation for each bucket)
+COMPILE_MODES = {"torch.compile": "reduce-overhead", "torch.compile:max-autotune": "max-autotune"}
+RUNTIMES = ("cuda_graph", *COMPILE_MODES, "static")  # "static": the same step, not captured (CPU tests)
 DEFAULT_RUNTIME = "cuda_graph"
 DEFAULT_BUCKET = 256
 
@@ -74,8 +81,8 @@ class GraphRunner:
         start = time.perf_counter()
         if runtime == "cuda_graph":
             self._capture(warmup)
-        elif runtime == "torch.compile":
-            self._compile(warmup, backend)
+        elif runtime in COMPILE_MODES:
+            self._compile(warmup, backend, COMPILE_MODES[runtime])
         self.setup_s = time.perf_counter() - start
 
     def length_for(self, total: int) -> int:
@@ -104,18 +111,20 @@ class GraphRunner:
             self.graphs[n] = graph
         torch.cuda.synchronize()
 
-    def _compile(self, warmup: int, backend: str | Callable) -> None:
+    def _compile(self, warmup: int, backend: str | Callable, mode: str) -> None:
         decoder = self.decoder
         for t in decoder.static_tensors():
             torch._dynamo.mark_static_address(t)  # mutated in place: must stay inside the cudagraph
         allow_specialisations(len(self.lengths))
-        mode = "reduce-overhead" if self.cuda and backend == "inductor" else None
-        self.compiled = torch.compile(decoder.step, backend=backend, mode=mode, fullgraph=True, dynamic=False)
-        for n in self.lengths:  # compile and record every bucket now, not during timing
-            decoder.cache.pos.zero_()
-            for _ in range(warmup):
-                torch.compiler.cudagraph_mark_step_begin()
-                self.compiled(n)
+        inductor = backend == "inductor"
+        self.compiled = torch.compile(decoder.step, backend=backend, mode=mode if self.cuda and inductor else None,
+                                      fullgraph=True, dynamic=False)
+        with tuned(inductor and mode == "max-autotune"):
+            for n in self.lengths:  # compile and record every bucket now, not during timing
+                decoder.cache.pos.zero_()
+                for _ in range(warmup):
+                    torch.compiler.cudagraph_mark_step_begin()
+                    self.compiled(n)
         if self.cuda:
             torch.cuda.synchronize()
 
@@ -123,12 +132,22 @@ class GraphRunner:
         """One step over `length` slots; its results are in the decoder's output tensors."""
         if self.runtime == "cuda_graph":
             self.graphs[length].replay()
-        elif self.runtime == "torch.compile":
+        elif self.runtime in COMPILE_MODES:
             torch.compiler.cudagraph_mark_step_begin()
             with torch.compiler.set_stance("fail_on_recompile"):  # every bucket was compiled in setup
                 self.compiled(length)
         else:
             self.decoder.step(length)
+
+
+def tuned(on: bool):
+    """While compiling: inductor tunes its generated kernels by coordinate descent, as gpt-fast
+    does (a batch-1 step's matrix-vector products are such kernels under max-autotune)."""
+    if not on:
+        return contextlib.nullcontext()
+    import torch._inductor.config as inductor_config  # a torch submodule, not loaded by `import torch`
+
+    return inductor_config.patch(coordinate_descent_tuning=True)
 
 
 def allow_specialisations(n: int) -> None:

@@ -17,7 +17,8 @@
 #           $VALIDATION_PIN_RUNS (3) of each: does landing on other cores make the between-process spread?
 #   seq     the gate's runs with --interleave off, added to its analysis
 #   sizes   scripts/size_sweep.py over $VALIDATION_SIZES (125m,1.3b,2.7b): half, and the captured fp16 step
-#           under both graphs runtimes (cuda_graph, torch.compile), against the bandwidth floor
+#           under the graphs runtimes $VALIDATION_SIZES_RUNTIMES (cuda_graph,torch.compile; also
+#           torch.compile:max-autotune), against the bandwidth floor
 #   compiled E2E's captured cells, plain and Speculative Streaming, under each graphs runtime
 #   peers   $VALIDATION_PEERS_DATASETS (e2e_nlg; each trained by the train phase), Speculative Streaming's peers
 #           against their twins: each eager, each with half+graphs, the stock references (transformers' prompt
@@ -116,7 +117,7 @@ phase() {
       done ;;
     sizes)
       python3 scripts/size_sweep.py --out "$JOB/sizes.json" --shapes "${VALIDATION_SIZES:-125m,1.3b,2.7b}" ${VALIDATION_SIZES_OPTIONS:-} \
-        --techniques half,half+graphs,flash2+graphs --runtime cuda_graph,torch.compile > "$JOB/sizes.log" 2>&1 ;;
+        --techniques half,half+graphs,flash2+graphs --runtime "${VALIDATION_SIZES_RUNTIMES:-cuda_graph,torch.compile}" > "$JOB/sizes.log" 2>&1 ;;
     compiled)
       local ckpt runtime; ckpt=$(checkpoint_of "$JOB/train_e2e_nlg.log")
       for runtime in cuda_graph torch.compile; do

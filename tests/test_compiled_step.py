@@ -105,6 +105,30 @@ def test_static_step_compiles_once_per_bucket_and_decodes_like_greedy():
         runner(24)
 
 
+@torch.inference_mode()
+def test_the_max_autotune_runtime_compiles_the_same_step_with_gpt_fasts_tuning(monkeypatch):
+    """"torch.compile:max-autotune": one graph per bucket, greedy's tokens; on CUDA inductor's
+    max-autotune mode, and coordinate-descent tuning while compiling (and only then)."""
+    import torch._inductor.config as inductor_config
+
+    from llmopt import capture
+
+    assert capture.capture_options("torch.compile:max-autotune")[0] == "torch.compile:max-autotune"
+    model = lm()
+    decoder = StaticDecoder(model, 32)
+    recorder = Recorder()
+    runner = GraphRunner(decoder, "torch.compile:max-autotune", 16, backend=recorder)
+    assert recorder.graphs == 2
+    prompt, max_new = PROMPTS[1], 12
+    assert decode_static(model, decoder, runner, prompt, max_new) == greedy(model, prompt, max_new, None, CLOCK).tokens
+    assert recorder.graphs == 2
+    before = inductor_config.coordinate_descent_tuning
+    with capture.tuned(True):
+        assert inductor_config.coordinate_descent_tuning is True
+    assert inductor_config.coordinate_descent_tuning == before
+    assert capture.COMPILE_MODES["torch.compile:max-autotune"] == "max-autotune"
+
+
 def cache_loop_bounds(code: str) -> list[int]:
     """The trip counts of the generated C++ loops (inductor's CPU code)."""
     return [int(n) for n in re.findall(r"for\(int64_t x\d+=static_cast<int64_t>\(0L\); x\d+<static_cast<int64_t>\((\d+)L\)", code)]

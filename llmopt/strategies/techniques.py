@@ -10,7 +10,7 @@ Techniques and what each adds:
           with the FLASH_ATTENTION backend forced (option provider="flash_attn"|"sdpa_flash"); the
           provider that ran is recorded as `attention_provider`
   graphs  static KV cache, decode step captured once (llmopt/capture.py; option
-          runtime="cuda_graph"|"torch.compile"), one fused query/key/value projection
+          runtime="cuda_graph"|"torch.compile"|"torch.compile:max-autotune"), one fused query/key/value projection
   ss      Speculative Streaming (strategies/ss.py): composes with a precision, flash2 and graphs;
           its tree masks are arbitrary, so with flash2 its attention is SDPA's memory-efficient
           kernel (the fused kernel that takes a mask), and with graphs the whole verify-and-draft
