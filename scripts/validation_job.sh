@@ -149,12 +149,16 @@ phase() {
       pack
       ckpt=$(checkpoint_of "$JOB/train_e2e_nlg_$shape.log")
       [ -n "$ckpt" ] || { echo "large: no checkpoint in $JOB/train_e2e_nlg_$shape.log" >&2; return; }
-      python3 -m llmopt train --dataset e2e_nlg --shape "$shape" --objective medusa --base "$ckpt" --samples 0 \
-        --save-every 0 ${VALIDATION_LARGE_TRAIN:-} > "$JOB/train_medusa_e2e_nlg_$shape.log" 2>&1
-      heads=$(checkpoint_of "$JOB/train_medusa_e2e_nlg_$shape.log")
+      local techniques=${VALIDATION_LARGE_TECHNIQUES:-naive,half+graphs,ss+half+graphs,best,medusa+half+graphs,sps+half+graphs,pld+half+graphs}
+      heads=
+      case ",$techniques" in *,medusa*)  # Medusa's heads only where a cell needs them
+        python3 -m llmopt train --dataset e2e_nlg --shape "$shape" --objective medusa --base "$ckpt" --samples 0 \
+          --save-every 0 ${VALIDATION_LARGE_TRAIN:-} > "$JOB/train_medusa_e2e_nlg_$shape.log" 2>&1
+        heads=$(checkpoint_of "$JOB/train_medusa_e2e_nlg_$shape.log") ;;
+      esac
       pack
       python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} \
-        --techniques "${VALIDATION_LARGE_TECHNIQUES:-naive,half+graphs,ss+half+graphs,best,medusa+half+graphs,sps+half+graphs,pld+half+graphs}" \
+        --techniques "$techniques" \
         ${heads:+--strategy-options "{\"medusa\": {\"heads\": \"$heads\"}}"} \
         --benchmark-json="$JOB/large_$shape.json" > "$JOB/large_$shape.log" 2>&1 ;;
     simulated)
