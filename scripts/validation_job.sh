@@ -37,10 +37,9 @@
 #           scale of $VALIDATION_STREAMLR_SCALES (1 10), then `ss` on each checkpoint (briefly timed: its accepted
 #           tokens per step are what count): does --stream-lr-scale make a short run's streams learn?
 #   idle    scripts/profile_step.py at $SHAPE on $VALIDATION_IDLE_TECHNIQUES (half+graphs,best,medusa+half+graphs):
-#           the device's idle time inside each step by the kernel that waited, and a Chrome trace of each
-#           (session 12's H100 run: the captured tree steps ran 1.6 ms with 0.7 ms of kernels, the plain step
-#           1.0 ms with 0.7): where does a captured tree step wait? (VALIDATION_IDLE adds options, e.g.
-#           --runtime torch.compile; a CPU dry run: --runtime static)
+#           per step its wall, kernel and idle time (by the kernel that waited) and a Chrome trace: where
+#           a captured step's time goes (session 14: in the kernels, not waiting). VALIDATION_IDLE adds
+#           options, e.g. --runtime torch.compile or --pad-rows 16; a CPU dry run: --runtime static
 #   residue scripts/profiler_residue.py, arms profiled and control alternately in new processes
 #           ($VALIDATION_RESIDUE_RUNS (3) of each): does a finished profiler session slow its process?
 # usage: setsid nohup scripts/validation_job.sh [PHASE...] > /tmp/job.log 2>&1 &   (default: all)
