@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--save-every", type=non_negative_int, default=250, metavar="N",
                        help="save a resumable state every N steps, so that an interrupted run continues where it "
                             "stopped (default 250; 0: never, where an interruption would lose the machine anyway: "
-                            "at 1.3b a save writes about 16 GB)")
+                            "at 1.3b a save writes about 20 GB)")
     train.add_argument("--samples", type=non_negative_int, default=32, help="evaluation prompts to decode for the quality metric")
     _common(train)
 
@@ -125,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def non_negative_int(text: str) -> int:
-    return 0 if text.strip() == "0" else options.positive_int(text)
+    value = options._number(text, int, "a whole number")
+    if value < 0:
+        raise options._bad(f"must be 0 or more, got {value}")
+    return value
 
 
 def _common(p):

@@ -92,7 +92,8 @@ def test_medusa_heads_that_share_the_base_lm_head_are_trained_when_asked_for(env
 BAD_TRAIN = [(["--objective", "lm", "--share-head"], "--share-head needs --objective medusa"),
              (["--objective", "lm", "--gamma", "3"], "--gamma needs --objective ss or medusa"),
              (["--objective", "medusa", "--stream-layers", "2"], "--stream-layers needs --objective ss"),
-             (["--objective", "lm", "--stream-lr-scale", "10"], "--stream-lr-scale needs --objective ss")]
+             (["--objective", "lm", "--stream-lr-scale", "10"], "--stream-lr-scale needs --objective ss"),
+             (["--save-every", "-1"], "--save-every: must be 0 or more, got -1")]
 
 
 @pytest.mark.parametrize("args,message", BAD_TRAIN, ids=[" ".join(a) for a, _ in BAD_TRAIN])
