@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--base", help="fine-tune this checkpoint (directory or hub id) instead of training from scratch")
     train.add_argument("--steps", type=options.positive_int, help="optimizer steps (default: the dataset's recipe)")
     train.add_argument("--batch-size", type=options.positive_int)
-    train.add_argument("--micro-batch", type=non_negative_int,
+    train.add_argument("--micro-batch", type=options.non_negative_int,
                        help="rows per forward and backward, gradients summed over the batch (default: 16 for 1.3b "
                             "and 2.7b, else 0: the whole batch at once)")
     train.add_argument("--lr", type=options.positive_float,
@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--share-head", action="store_true",
                        help="medusa: heads end in the base's LM head instead of a vocabulary head each (far fewer parameters)")
     train.add_argument("--output", type=Path, help="write the checkpoint here instead of the cache")
-    train.add_argument("--save-every", type=non_negative_int, default=250, metavar="N",
+    train.add_argument("--save-every", type=options.non_negative_int, metavar="N",
                        help="save a resumable state every N steps, so that an interrupted run continues where it "
                             "stopped (default 250; 0: never, where an interruption would lose the machine anyway: "
                             "at 1.3b a save writes about 20 GB)")
-    train.add_argument("--samples", type=non_negative_int, default=32, help="evaluation prompts to decode for the quality metric")
+    train.add_argument("--samples", type=options.non_negative_int, default=32, help="evaluation prompts to decode for the quality metric")
     _common(train)
 
     bench = sub.add_parser("bench", help="benchmark techniques on datasets and print the tokens/s table",
@@ -124,13 +124,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def non_negative_int(text: str) -> int:
-    value = options._number(text, int, "a whole number")
-    if value < 0:
-        raise options._bad(f"must be 0 or more, got {value}")
-    return value
-
-
 def _common(p):
     p.add_argument("--data-dir", type=options.data_directory, metavar="DIR",
                    help=f"local directory of the original dataset files (else ${data.DATA_DIR_ENV}, else the hub)")
@@ -161,10 +154,11 @@ def cmd_train(args) -> int:
     recipe.objective_options.update({k: v for k, v in dict(
         gamma=args.gamma, num_stream_layers=args.stream_layers, share_head=args.share_head).items() if v})
     device = args.device or measure.default_device()
+    saves = {} if args.save_every is None else {"save_every": args.save_every}  # else train's default
     if args.output:
-        path = train(args.dataset, recipe, args.output, data_dir=args.data_dir, device=device, save_every=args.save_every)
+        path = train(args.dataset, recipe, args.output, data_dir=args.data_dir, device=device, **saves)
     else:
-        path = ensure_trained(args.dataset, recipe, data_dir=args.data_dir, device=device, save_every=args.save_every)
+        path = ensure_trained(args.dataset, recipe, data_dir=args.data_dir, device=device, **saves)
     info = json.loads((path / "llmopt.json").read_text())
     print(f"checkpoint: {path}")
     print(f"train time: {info['train_time_s']:.0f} s on {info['device']}; "

@@ -53,6 +53,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = _number(text, int, "a whole number")
+    if value < 0:
+        raise _bad(f"must be 0 or more, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     value = _number(text, float, "a number")
     if not value > 0:

@@ -38,10 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llmopt.hardware import device_idle, device_kernels  # noqa: E402
 from llmopt.models.gpt_neo import make_config  # noqa: E402
+from llmopt.names import slug  # noqa: E402
 from llmopt.spec_stream.medusa import MedusaModel  # noqa: E402
 from llmopt.spec_stream.model import SpecStreamModel  # noqa: E402
 from llmopt.strategies import get_strategy  # noqa: E402
-from llmopt.strategies import parse_technique, technique_objective  # noqa: E402
+from llmopt.strategies import parse_technique, technique_objective, technique_parts  # noqa: E402
 
 
 def profile_technique(technique: str, checkpoint: Path, device: str, prompt: list[int], new_tokens: int,
@@ -67,7 +68,7 @@ def profile_technique(technique: str, checkpoint: Path, device: str, prompt: lis
     steps = gen.forward_calls
     if trace is not None:
         trace.mkdir(parents=True, exist_ok=True)
-        prof.export_chrome_trace(str(trace / f"{technique}.json.gz"))  # Perfetto reads it gzipped
+        prof.export_chrome_trace(str(trace / f"{slug(technique)}.json.gz"))  # Perfetto reads it gzipped
     idle_us, waits = device_idle(prof.events())
     kernels = collections.Counter()
     launches = 0
@@ -116,7 +117,7 @@ def main() -> None:
     parser.add_argument("--runtime", help="graphs runtime (cuda_graph, torch.compile; default cuda_graph)")
     parser.add_argument("--pad-rows", type=int, help="ss+graphs: pad the tree step's rows to a multiple of this")
     parser.add_argument("--trace", type=Path, metavar="DIR", help="write each technique's profiled generate here "
-                                                                  "as a gzipped Chrome trace (TECHNIQUE.json.gz)")
+                                                                  "as a gzipped Chrome trace (TECHNIQUE.json.gz, '+' as '-')")
     args = parser.parse_args()
 
     config = make_config(args.shape, vocab_size=args.vocab)
@@ -125,9 +126,11 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
-        MedusaModel.random(model.base, args.gamma).save_pretrained(tmp)  # random heads beside it: medusa's
+        techniques = args.techniques.split(",")
+        if any("medusa" in technique_parts(t) for t in techniques):  # random heads beside it
+            MedusaModel.random(model.base, args.gamma).save_pretrained(tmp)
         del model
-        for technique in args.techniques.split(","):
+        for technique in techniques:
             row = profile_technique(technique, Path(tmp), args.device, prompt, args.new_tokens, args.topk,
                                     shapes=args.shapes, runtime=args.runtime, pad_rows=args.pad_rows, trace=args.trace)
             rows.append(row)

@@ -182,7 +182,7 @@ phase() {
       # one technique per process: a profiler session can slow what runs after it in its process
       for t in $(echo "${VALIDATION_IDLE_TECHNIQUES:-half+graphs,best,medusa+half+graphs}" | tr , ' '); do
         python3 scripts/profile_step.py --shape "$SHAPE" --techniques "$t" --prompt-len 64 --new-tokens 128 \
-          --trace "$JOB/trace" --json "$JOB/idle_$t.json" ${VALIDATION_IDLE:-} >> "$JOB/idle.log" 2>&1
+          --trace "$JOB/trace" --json "$JOB/idle_${t//+/-}.json" ${VALIDATION_IDLE:-} >> "$JOB/idle.log" 2>&1
       done ;;
     residue)
       mkdir -p "$JOB/residue"
