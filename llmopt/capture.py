@@ -25,6 +25,8 @@ from typing import Callable, Protocol
 
 import torch
 
+from .models.attention import allow_specialisations
+
 # torch.compile's runtimes and the mode each compiles with on CUDA: "reduce-overhead" (inductor's
 # kernels replayed as CUDA graphs), or "max-autotune" (the same, with matmul templates and kernel
 # configurations benchmarked while compiling, and the coordinate-descent tuning of inductor's own
@@ -149,14 +151,3 @@ def tuned(on: bool):
 
     return inductor_config.patch(coordinate_descent_tuning=True)
 
-
-def allow_specialisations(n: int) -> None:
-    """Room for n more compiled specialisations of a step. Dynamo keeps them per code object, and
-    every decoder of a kind shares `step`'s code, so each runner adds its buckets to the limit
-    (past it, dynamo stops compiling the step)."""
-    import torch._dynamo.config as dynamo_config  # a torch submodule, not loaded by `import torch`
-
-    for knob in ("recompile_limit", "cache_size_limit"):  # the name changed in torch 2.6
-        if hasattr(dynamo_config, knob):
-            setattr(dynamo_config, knob, getattr(dynamo_config, knob) + n)
-            return

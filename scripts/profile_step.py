@@ -4,14 +4,16 @@
     python3 scripts/profile_step.py [--techniques naive,ss] [--shape 125m] [--vocab 8192]
         [--prompt-len 600] [--new-tokens 64] [--gamma 4] [--stream-layers N] [--topk 2,2,1,1]
         [--device cuda] [--shapes] [--json out.json] [--runtime cuda_graph] [--pad-rows 16]
+        [--tree-kernel flex]
 
 The model is a random GPT-Neo of --shape with random stream embeddings and Medusa heads (speed per step does not
 depend on what the weights say; acceptance does, so steps, not tokens, are the unit here). Per
 technique: one warm-up generate, then one timed generate (wall per forward call) and one profiled
 generate: total host time of the ops, total device time of the kernels, host launches per step
 (a CUDA graph is one), device kernels per step (llmopt.hardware.device_kernels: a graph's kernels
-each) and the top kernels by device time. --runtime / --pad-rows: options of the graphs techniques
-(pad-rows: ss+graphs only), e.g. `--techniques ss+graphs --pad-rows 16` against the default.
+each) and the top kernels by device time. --runtime / --pad-rows / --tree-kernel: options of the graphs
+techniques (pad-rows: ss+graphs only; tree-kernel: ss+flash2+graphs, i.e. best, only), e.g.
+`--techniques ss+graphs --pad-rows 16` or `--techniques best --tree-kernel flex` against the default.
 The device's idle time per step (llmopt.hardware.device_idle) is given by the kernel that waited:
 inside a CUDA graph that is the graph's own latency between nodes, between replays the host's
 turn. --trace DIR writes each technique's profiled generate as a Chrome trace (chrome://tracing,
@@ -47,11 +49,14 @@ from llmopt.strategies import parse_technique, technique_objective, technique_pa
 
 def profile_technique(technique: str, checkpoint: Path, device: str, prompt: list[int], new_tokens: int,
                       topk: str, top: int = 12, shapes: bool = False, runtime: str | None = None,
-                      pad_rows: int | None = None, trace: Path | None = None) -> dict:
+                      pad_rows: int | None = None, trace: Path | None = None, tree_kernel: str | None = None) -> dict:
     ss = technique_objective(technique) == "ss"
     options = {"topk": topk} if ss else {}
-    if parse_technique(technique).graphs:
+    parsed = parse_technique(technique)
+    if parsed.graphs:
         options.update(runtime=runtime, **({"pad_rows": pad_rows} if ss else {}))
+        if ss and parsed.flash and tree_kernel:
+            options["tree_kernel"] = tree_kernel
     strategy = get_strategy(technique, **options)
     strategy.prepare(checkpoint, device)
     strategy.generate(prompt, new_tokens, None)  # warm-up (and capture, for graphs)
@@ -116,6 +121,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--runtime", help="graphs runtime (cuda_graph, torch.compile; default cuda_graph)")
     parser.add_argument("--pad-rows", type=int, help="ss+graphs: pad the tree step's rows to a multiple of this")
+    parser.add_argument("--tree-kernel", help="best (ss+flash2+graphs): the tree step's attention kernel "
+                                              "(sdpa_efficient, the default, or flex)")
     parser.add_argument("--trace", type=Path, metavar="DIR", help="write each technique's profiled generate here "
                                                                   "as a gzipped Chrome trace (TECHNIQUE.json.gz, '+' as '-')")
     args = parser.parse_args()
@@ -132,7 +139,8 @@ def main() -> None:
         del model
         for technique in techniques:
             row = profile_technique(technique, Path(tmp), args.device, prompt, args.new_tokens, args.topk,
-                                    shapes=args.shapes, runtime=args.runtime, pad_rows=args.pad_rows, trace=args.trace)
+                                    shapes=args.shapes, runtime=args.runtime, pad_rows=args.pad_rows, trace=args.trace,
+                                    tree_kernel=args.tree_kernel)
             rows.append(row)
             print(f"{technique:>20}: {row['wall_ms_per_step']:.3f} ms/step wall, {row['device_ms_per_step']:.3f} ms "
                   f"kernels, {row['launches_per_step']:.0f} launches/step, {row['device_kernels_per_step']:.0f} device "

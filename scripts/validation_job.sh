@@ -40,6 +40,9 @@
 #           per step its wall, kernel and idle time (by the kernel that waited) and a Chrome trace: where
 #           a captured step's time goes (session 14: in the kernels, not waiting). VALIDATION_IDLE adds
 #           options, e.g. --runtime torch.compile or --pad-rows 16; a CPU dry run: --runtime static
+#   treekernel  best's captured tree step on each of $VALIDATION_TREE_KERNELS (sdpa_efficient flex) at $SHAPE,
+#           scripts/profile_step.py as idle runs it, one process each, kernels alternately, $VALIDATION_TREE_RUNS
+#           (3) rounds: what FlexAttention saves in the tree step; first the CUDA tests of the flex kernel
 #   residue scripts/profiler_residue.py, arms profiled and control alternately in new processes
 #           ($VALIDATION_RESIDUE_RUNS (3) of each): does a finished profiler session slow its process?
 # usage: setsid nohup scripts/validation_job.sh [PHASE...] > /tmp/job.log 2>&1 &   (default: all)
@@ -183,6 +186,15 @@ phase() {
       for t in $(echo "${VALIDATION_IDLE_TECHNIQUES:-half+graphs,best,medusa+half+graphs}" | tr , ' '); do
         python3 scripts/profile_step.py --shape "$SHAPE" --techniques "$t" --prompt-len 64 --new-tokens 128 \
           --trace "$JOB/trace" --json "$JOB/idle_${t//+/-}.json" ${VALIDATION_IDLE:-} >> "$JOB/idle.log" 2>&1
+      done ;;
+    treekernel)
+      python3 -m pytest tests/test_fastpaths.py -q -rs -k "flex or tree_kernel" > "$JOB/treekernel_tests.log" 2>&1
+      local i kernel
+      for i in $(seq "${VALIDATION_TREE_RUNS:-3}"); do
+        for kernel in ${VALIDATION_TREE_KERNELS:-sdpa_efficient flex}; do
+          python3 scripts/profile_step.py --shape "$SHAPE" --techniques best --tree-kernel "$kernel" --prompt-len 64 \
+            --new-tokens 128 --json "$JOB/tree_${kernel}_$i.json" ${VALIDATION_IDLE:-} >> "$JOB/treekernel.log" 2>&1
+        done
       done ;;
     residue)
       mkdir -p "$JOB/residue"

@@ -186,6 +186,25 @@ def test_tree_step_compiles_once_per_bucket_and_decodes_like_greedy(pad_rows):
     recorder.assert_static_inputs()
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+@torch.inference_mode()
+def test_flex_tree_step_decodes_like_greedy_as_is_and_compiled():
+    """The tree step on FlexAttention (`tree_kernel="flex"` of best): greedy's tokens run as is
+    (flex's reference on the CPU) and traced into the compiled step, one graph per bucket; the
+    prefill keeps the model's kernel."""
+    model = ss_model()
+    model.base.fuse_qkv()
+    for runtime in ("static", "torch.compile"):
+        decoder = StaticTreeDecoder(model, (2, 2, 1), max_len=64, attention="flex")
+        recorder = Recorder()
+        decoder.runner = GraphRunner(decoder, runtime, 40, backend=recorder)
+        assert_tree_decodes_like_greedy(model, decoder)
+        assert recorder.graphs == (len(decoder.runner.lengths) if runtime != "static" else 0)
+    assert decoder.attention == "flex" and model.base.attention == "eager"
+    with pytest.raises(ValueError, match="needs an attention kernel that takes a mask"):
+        StaticTreeDecoder(model, (2, 2, 1), max_len=64, attention="flash_attn")
+
+
 @torch.inference_mode()
 def test_inductor_tree_step_decodes_like_greedy():
     """The padded tree step through inductor (one bucket): greedy's tokens in float32."""

@@ -13,7 +13,7 @@ from transformers import GPTNeoConfig
 
 from llmopt.capture import GraphRunner
 from llmopt.generation import Clock, greedy
-from llmopt.models.attention import Band
+from llmopt.models.attention import Band, eager_attention, flex_attention_kernel
 from llmopt.models.gpt_neo import GPTNeo, make_config
 from llmopt.models.static_cache import StaticDecoder, StaticKVCache
 from llmopt.strategies import STRATEGIES, get_strategy, known_technique, technique_objective, validate_technique
@@ -131,6 +131,19 @@ def test_band_masks_match_boolean_masks():
             if expected is None:
                 expected = torch.ones(new, past + new, dtype=torch.bool)
             assert torch.equal(bands[kind].dense(new, past + new, "cpu"), expected), (past, new, kind)
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flex_kernel_equals_eager_attention():
+    """FlexAttention with a mask tensor of any shape (its tiles of 128 need not divide it): the
+    reference's output, float64 on the CPU, for a decode row, a tree's rows and no mask."""
+    gen = torch.Generator().manual_seed(0)
+    for queries, keys in [(1, 5), (7, 130), (75, 256)]:
+        q, k, v = (torch.randn(1, 3, n, 8, generator=gen, dtype=torch.float64) for n in (queries, keys, keys))
+        mask = torch.rand(queries, keys, generator=gen) < 0.6
+        mask[:, -1] = True  # every row sees a key, as a tree row sees itself
+        for m in (mask, None):
+            assert torch.allclose(flex_attention_kernel(q, k, v, m), eager_attention(q, k, v, m), atol=1e-12)
 
 
 @settings(max_examples=15, deadline=None, derandomize=True)
@@ -345,6 +358,29 @@ def test_composed_ss_on_cuda_agree_with_half(ss_checkpoint, name):
     _, ref = run("half", ss_checkpoint, "cuda")
     same = sum(a.tokens[:8] == b.tokens[:8] for a, b in zip(got, ref))
     assert same >= len(ref) // 2 and strategy.dtype == torch.float16
+
+
+def test_ss_tree_kernel_is_an_option_of_the_captured_flash2_step():
+    assert get_strategy("ss+flash2+graphs").decode_attention == "sdpa_efficient"
+    flex = get_strategy("ss+flash2+graphs", tree_kernel="flex")
+    assert flex.decode_attention == "flex" and flex.attention_provider == "sdpa_efficient"  # the prefill's
+    for name in ("ss+flash2", "ss+half+graphs"):
+        with pytest.raises(ValueError, match="it needs flash2 and graphs"):
+            get_strategy(name, tree_kernel="flex")
+    with pytest.raises(ValueError, match="unknown tree_kernel 'eager'; known: sdpa_efficient, flex"):
+        get_strategy("ss+flash2+graphs", tree_kernel="eager")
+
+
+@gpu
+@pytest.mark.parametrize("runtime", ["cuda_graph", "torch.compile"])
+def test_ss_flex_tree_kernel_on_cuda_agrees_with_sdpa_efficient(ss_checkpoint, runtime):
+    """`best` with FlexAttention in its captured tree step: the default kernel's tokens, but for
+    fp16 rounding on some prompts."""
+    _, ref = run("ss+flash2+graphs", ss_checkpoint, "cuda", topk="2,1,1", bucket=64)
+    strategy, got = run("ss+flash2+graphs", ss_checkpoint, "cuda", topk="2,1,1", bucket=64, runtime=runtime,
+                        tree_kernel="flex")
+    same = sum(a.tokens[:8] == b.tokens[:8] for a, b in zip(got, ref))
+    assert same >= len(ref) // 2 and strategy.config()["decode_attention"] == "flex"
 
 
 def test_ss_graphs_pads_its_rows_on_request(ss_checkpoint):

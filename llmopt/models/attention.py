@@ -1,8 +1,8 @@
 """Attention kernels for GPT-Neo: unscaled scores (no 1/sqrt(d)), fp32 or wider accumulation.
 
 Every kernel takes q, k, v ([batch, heads, seq, head_dim]) and a mask: a boolean tensor
-[queries, keys] (True = visible; None = all visible) for `eager`, `sdpa` and `sdpa_efficient`,
-or a `Band` descriptor for the FlashAttention kernels, which take no mask tensor."""
+[queries, keys] (True = visible; None = all visible) for `eager`, `sdpa`, `sdpa_efficient` and
+`flex`, or a `Band` descriptor for the FlashAttention kernels, which take no mask tensor."""
 
 from __future__ import annotations
 
@@ -120,5 +120,67 @@ def sdpa_efficient_attention(q, k, v, mask):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
 
 
+def allow_specialisations(n: int) -> None:
+    """Room for n more compiled specialisations of a function. Dynamo keeps them per code object:
+    every decoder of a kind shares `step`'s code, so each capture.GraphRunner adds its buckets to the
+    limit, and flex's compiled kernel one per shape (past it, dynamo stops compiling: the function
+    runs uncompiled)."""
+    import torch._dynamo.config as dynamo_config  # a torch submodule, not loaded by `import torch`
+
+    for knob in ("recompile_limit", "cache_size_limit"):  # the name changed in torch 2.6
+        if hasattr(dynamo_config, knob):
+            setattr(dynamo_config, knob, getattr(dynamo_config, knob) + n)
+            return
+
+
+# FlexAttention's tile: every tile of keys is visited and the mask read element by element, since a
+# tree's mask changes every step and a block mask built per step would cost kernels of its own
+FLEX_BLOCK = 128
+_flex_tiles: dict = {}  # (queries, keys, device) -> the tiles' table, for calls outside a compiled step
+_flex_compiled = None
+
+
+def _tiles(queries: int, keys: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every query tile visits every key tile (the block mask's table: counts, then indices)."""
+    rows, cols = -(-queries // FLEX_BLOCK), -(-keys // FLEX_BLOCK)
+    return (torch.full((1, 1, rows), cols, dtype=torch.int32, device=device),
+            torch.arange(cols, dtype=torch.int32, device=device).expand(1, 1, rows, cols).contiguous())
+
+
+def _flex_masked(q, k, v, mask, tiles):
+    """flex_attention with a mask tensor read inside the kernel (a closure over it: a traced input,
+    so a new mask is no recompile)."""
+    from torch.nn.attention.flex_attention import BlockMask, flex_attention
+
+    if mask is None:
+        return flex_attention(q, k, v, scale=1.0)
+    count, index = tiles
+    blocks = BlockMask.from_kv_blocks(count, index, BLOCK_SIZE=FLEX_BLOCK, mask_mod=lambda b, h, i, j: mask[i, j],
+                                      seq_lengths=(q.shape[2], k.shape[2]), compute_q_blocks=False)
+    return flex_attention(q, k, v, block_mask=blocks, scale=1.0)
+
+
+def flex_attention_kernel(q, k, v, mask):
+    """PyTorch's FlexAttention (fp32 accumulation) with a boolean mask of any shape, e.g. a tree's:
+    one generated kernel instead of eager's six or the memory-efficient kernel's dense bias. Inside
+    a compiled step it is traced with the step; elsewhere on CUDA it is compiled on its own (once per
+    shape: during a graph's warm-up); on the CPU it runs flex's unfused reference (tests)."""
+    global _flex_compiled
+    t, n = q.shape[2], k.shape[2]
+    if torch.compiler.is_compiling():  # tiles made in the graph: a cache filled while tracing would recompile it
+        return _flex_masked(q, k, v, mask, _tiles(t, n, q.device))
+    key = (t, n, q.device)
+    if key not in _flex_tiles:
+        _flex_tiles[key] = _tiles(t, n, q.device)
+        allow_specialisations(1)  # each shape compiles once (a tree step has two per bucket)
+    tiles = _flex_tiles[key]
+    if q.device.type != "cuda":
+        return _flex_masked(q, k, v, mask, tiles)
+    if _flex_compiled is None:
+        _flex_compiled = torch.compile(_flex_masked, fullgraph=True, dynamic=False)
+    return _flex_compiled(q, k, v, mask, tiles)
+
+
 ATTENTION = {"eager": eager_attention, "sdpa": sdpa_attention, "flash_attn": flash_attn_attention,
-             "sdpa_flash": sdpa_flash_attention, "sdpa_efficient": sdpa_efficient_attention}
+             "sdpa_flash": sdpa_flash_attention, "sdpa_efficient": sdpa_efficient_attention,
+             "flex": flex_attention_kernel}

@@ -235,10 +235,11 @@ class GPTNeo(nn.Module):
     def embed(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         return self.transformer.wte(ids) + self.transformer.wpe(positions)
 
-    def run_blocks(self, x, masks, cache=None, layers=None):
+    def run_blocks(self, x, masks, cache=None, layers=None, attend=None):
+        """`attend`: the attention kernel (default the model's; a captured step may run its own)."""
         for i in range(len(self.transformer.h)) if layers is None else layers:
             block = self.transformer.h[i]
-            x = block(x, masks[block.attention_type], self.attend, cache, i)
+            x = block(x, masks[block.attention_type], attend or self.attend, cache, i)
         return x
 
     def head(self, x: torch.Tensor) -> torch.Tensor:

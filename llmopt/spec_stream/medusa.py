@@ -232,7 +232,8 @@ class StaticMedusaDecoder(StaticTreeStep, MedusaDecoder):
         model, base, tree = self.model, self.base, self.tree
         self.begin_step(length)
         draft = tree.draft(self.root, self.stream_logits)
-        x = base.run_blocks(base.embed(draft[None], self.positions(tree.depths)), self.masks(length), self.cache)
+        x = base.run_blocks(base.embed(draft[None], self.positions(tree.depths)), self.masks(length), self.cache,
+                            attend=self.attend)
         h = base.transformer.ln_f(x)[0]
         predicted = base.lm_head(h).argmax(-1)
         last = tree.accept(draft, predicted).view(1)

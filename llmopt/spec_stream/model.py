@@ -154,16 +154,16 @@ class SpecStreamModel(nn.Module):
         s = x[:, stream_start:, None, :] + self.stream_embeddings
         return torch.cat([x, s.flatten(1, 2)], dim=1)
 
-    def msa_block(self, i: int, h, main_keys: int, masks: dict, cache):
+    def msa_block(self, i: int, h, main_keys: int, masks: dict, cache, attend=None):
         """Block i over the main rows and the stream rows of h, one attention call; the cache (KVCache or
-        StaticKVCache) keeps `main_keys` positions."""
+        StaticKVCache) keeps `main_keys` positions. `attend`: as in GPTNeo.run_blocks."""
         block = self.base.transformer.h[i]
         attn = block.attn
         a = block.ln_1(h)
         q, k, v = attn.project(a)
         if cache is not None:  # keys [cache | main | streams]; streams are never cached
             k, v = cache.append_transient(i, k, v, main_keys)
-        y = self.base.attend(q, k, v, masks[block.attention_type])
+        y = (attend or self.base.attend)(q, k, v, masks[block.attention_type])
         b, heads, rows, hd = y.shape
         h = h + attn.out_proj(y.transpose(1, 2).reshape(b, rows, heads * hd))
         return h + block.mlp(block.ln_2(h))

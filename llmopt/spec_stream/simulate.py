@@ -105,8 +105,8 @@ class SimulatedStaticTreeDecoder(StaticTreeDecoder):
     draft on the device (the streams still draft, so the step costs what it costs)."""
 
     def __init__(self, model: SpecStreamModel, topk: Sequence[int], max_len: int | None = None,
-                 pad_rows: int | None = None, accuracy: float = 1.0, seed: int = 0):
-        super().__init__(model, topk, max_len, pad_rows)
+                 pad_rows: int | None = None, attention: str | None = None, accuracy: float = 1.0, seed: int = 0):
+        super().__init__(model, topk, max_len, pad_rows, attention)
         self.drafts = SimulatedDrafts(self.tree, model.base.config.vocab_size, accuracy, seed, self.device)
         # every step's draft row at a fixed address: as many rows as a generation can take steps
         self.table = torch.zeros(self.limit + 1, self.tree.size - 1, dtype=torch.long, device=self.device)

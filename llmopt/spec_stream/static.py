@@ -32,11 +32,12 @@ from typing import Sequence
 import torch
 
 from ..capture import GraphRunner
+from ..models.attention import ATTENTION
 from ..models.static_cache import StaticKVCache
 from .decode import Loop, State, prefill
 from .model import SpecStreamModel
 
-MASKED_KERNELS = ("eager", "sdpa", "sdpa_efficient")  # tree masks are arbitrary: no flash kernel takes one
+MASKED_KERNELS = ("eager", "sdpa", "sdpa_efficient", "flex")  # tree masks are arbitrary: no flash kernel takes one
 DEFAULT_PAD_ROWS = 1  # no padding (see the module docstring)
 
 
@@ -59,11 +60,14 @@ class StaticTreeStep:
 
     runner: GraphRunner | None
 
-    def set_up_static(self, base, own_masks: dict, max_len: int | None) -> None:
-        """`own_masks`: which of the step's own rows each row sees, per layer kind ([rows, rows])."""
-        if base.attention not in MASKED_KERNELS:
+    def set_up_static(self, base, own_masks: dict, max_len: int | None, attention: str | None = None) -> None:
+        """`own_masks`: which of the step's own rows each row sees, per layer kind ([rows, rows]);
+        `attention`: the step's kernel (default the model's, which the prefill runs)."""
+        self.attention = attention or base.attention
+        if self.attention not in MASKED_KERNELS:
             raise ValueError(f"the tree step needs an attention kernel that takes a mask "
-                             f"({', '.join(MASKED_KERNELS)}), not {base.attention!r}")
+                             f"({', '.join(MASKED_KERNELS)}), not {self.attention!r}")
+        self.attend = ATTENTION[self.attention]
         tree, device, rows = self.tree, self.device, len(self.row_depths)
         self.base, self.rows = base, rows
         self.cache = StaticKVCache(base, (max_len or self.limit) + rows)  # room for the last step's rows
@@ -161,10 +165,11 @@ class StaticTreeStep:
 class StaticTreeDecoder(StaticTreeStep, Loop):
     """`runner` (set by the caller: a capture.GraphRunner over this decoder) replays step(length)
     and says which bucket of slots a generation needs; without one, step runs uncaptured.
-    `pad_rows`: pad the tree's node rows to a multiple of it (1: no padding)."""
+    `pad_rows`: pad the tree's node rows to a multiple of it (1: no padding); `attention`: the
+    step's kernel (MASKED_KERNELS; default the model's)."""
 
     def __init__(self, model: SpecStreamModel, topk: Sequence[int], max_len: int | None = None,
-                 pad_rows: int | None = None):
+                 pad_rows: int | None = None, attention: str | None = None):
         base = model.base
         super().__init__(model, topk)
         tree, device = self.tree, self.device
@@ -177,7 +182,7 @@ class StaticTreeDecoder(StaticTreeStep, Loop):
             sees = torch.block_diag(tree.ancestors, torch.eye(pad, dtype=torch.bool, device=device))
             self.tree_masks = model.stream_masks(base.masks(0, self.depths, sees), 0, nodes)
             self.row_depths = torch.cat([self.depths, self.depths.repeat_interleave(model.gamma)])
-        self.set_up_static(base, self.tree_masks, max_len)
+        self.set_up_static(base, self.tree_masks, max_len, attention)
 
     def static_tensors(self) -> list[torch.Tensor]:
         return [*super().static_tensors(), self.depths, self.pad_ids]
@@ -197,10 +202,11 @@ class StaticTreeDecoder(StaticTreeStep, Loop):
         ids = torch.cat([draft, self.pad_ids]) if self.nodes > tree.size else draft
         masks = self.masks(length)
         x = base.embed(ids[None], self.positions(self.depths))  # padding nodes at the root's position
-        x = base.run_blocks(x, {kind: m[: self.nodes] for kind, m in masks.items()}, cache, range(self.split))
+        x = base.run_blocks(x, {kind: m[: self.nodes] for kind, m in masks.items()}, cache, range(self.split),
+                            self.attend)
         h = model.add_streams(x)
         for i in range(self.split, len(base.transformer.h)):
-            h = model.msa_block(i, h, 0, masks, cache)
+            h = model.msa_block(i, h, 0, masks, cache, self.attend)
         main, streams = model.split_rows(h, self.nodes, 0)
         predicted = base.head(main[0]).argmax(-1)[: tree.size]  # padding nodes predict nothing
         last = tree.accept(draft, predicted).view(1)

@@ -25,8 +25,9 @@ class SimulatedSpecStream(SpecStream):
     def eager_decoder(self, model, topk, **options):
         return SimulatedDraftDecoder(model, topk, accuracy=self.accuracy, seed=self.seed, **options)
 
-    def static_decoder(self, model, topk, max_len, pad_rows):
-        return SimulatedStaticTreeDecoder(model, topk, max_len, pad_rows, accuracy=self.accuracy, seed=self.seed)
+    def static_decoder(self, model, topk, max_len, pad_rows, attention=None):
+        return SimulatedStaticTreeDecoder(model, topk, max_len, pad_rows, attention, accuracy=self.accuracy,
+                                          seed=self.seed)
 
     def set_accuracy(self, accuracy: float) -> None:
         """Another accuracy on the prepared decoder (no new capture); set_references again after."""

@@ -6,7 +6,9 @@ the technique's own speed-up. Composed (see techniques.py): `ss+half` / `ss+bf16
 `ss+flash2` (fp16; the tree masks are arbitrary, so attention runs SDPA's memory-efficient kernel,
 the fused kernel that takes a mask), `ss+graphs` (the verify-and-draft step over a static cache,
 captured once: spec_stream/static.py; option `pad_rows` pads its rows, see there), and any mix of them,
-e.g. `ss+flash2+graphs`."""
+e.g. `ss+flash2+graphs`. Option `tree_kernel` of `ss+flash2+graphs`: the captured tree step's fused
+kernel, "sdpa_efficient" (the default) or "flex" (FlexAttention, compiled; the prefill keeps
+sdpa_efficient, since flex compiles once per shape and every prompt has its own)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from .techniques import Technique, check_device, graph_options, parse_technique,
 # H100, 2026-11-26: E2E 1.78x / 2.79 accepted per step, Spider 1.43x / 2.17; docs/results/spec_stream)
 DEFAULT_TOPK = "2,2,1,1"
 TREE_KERNEL = "sdpa_efficient"  # ss+flash2: the fused attention kernel that takes a tree mask
+TREE_KERNELS = (TREE_KERNEL, "flex")  # ss+flash2+graphs may run its captured step on either
 SS = parse_technique("ss")
 
 
@@ -44,11 +47,12 @@ class SpecStream(Strategy):
 
     def __init__(self, technique: Technique = SS, dtype=None, topk=DEFAULT_TOPK, max_depth: int | None = None,
                  prune: float = 0.0, runtime: str | None = None, bucket: int | None = None,
-                 max_len: int | None = None, pad_rows: int | None = None):
+                 max_len: int | None = None, pad_rows: int | None = None, tree_kernel: str | None = None):
         """topk: tokens per stream at each depth of the draft tree; max_depth: cut the tree;
         prune: tree-pruning threshold (paper §3.2) on the early-exit probability of a draft token
         given its parent (0 = off); runtime / bucket / max_len: options of graphs (see capture.py);
-        pad_rows: with graphs, pad the tree step's rows to a multiple of it (spec_stream/static.py)."""
+        pad_rows: with graphs, pad the tree step's rows to a multiple of it (spec_stream/static.py);
+        tree_kernel: with flash2 and graphs, the captured step's attention kernel (TREE_KERNELS)."""
         self.technique = technique
         self.name = technique.name
         self.dtype = resolve_dtype(technique, dtype)
@@ -66,6 +70,12 @@ class SpecStream(Strategy):
         if self.max_depth is not None and self.max_depth < 1:
             raise ValueError(f"max_depth must be at least 1, got {max_depth}")
         self.attention_provider = TREE_KERNEL if technique.flash else "eager"
+        if tree_kernel is not None and not (technique.flash and self.graphs):
+            raise ValueError(f"tree_kernel picks the fused kernel of a captured flash2 tree step, which "
+                             f"{technique.label} lacks (it needs flash2 and graphs)")
+        if tree_kernel is not None and tree_kernel not in TREE_KERNELS:
+            raise ValueError(f"unknown tree_kernel {tree_kernel!r}; known: {', '.join(TREE_KERNELS)}")
+        self.decode_attention = tree_kernel or self.attention_provider
 
     def prepare(self, checkpoint, device):
         self.device = torch.device(device)
@@ -87,7 +97,7 @@ class SpecStream(Strategy):
         if not self.graphs:
             return self.eager_decoder(self.model, topk, prune=self.prune)
         self.model.base.fuse_qkv()
-        decoder = self.static_decoder(self.model, topk, self.max_len, self.pad_rows)
+        decoder = self.static_decoder(self.model, topk, self.max_len, self.pad_rows, self.decode_attention)
         decoder.runner = GraphRunner(decoder, self.graph_runtime, self.bucket)
         return decoder
 
@@ -105,5 +115,5 @@ class SpecStream(Strategy):
                  "extra_parameters": self.model.stream_embeddings.numel(),
                  "extra_parameter_bytes": self.model.stream_embeddings.numel() * self.model.stream_embeddings.element_size()}
         if self.graphs:
-            extra.update(graph_bucket=self.bucket, pad_rows=self.pad_rows)
+            extra.update(graph_bucket=self.bucket, pad_rows=self.pad_rows, decode_attention=self.decode_attention)
         return {**super().config(), **extra}
