@@ -20,7 +20,8 @@
 #           under the graphs runtimes $VALIDATION_SIZES_RUNTIMES (cuda_graph,torch.compile; also
 #           torch.compile:max-autotune), against the bandwidth floor
 #   compiled E2E's captured cells, plain and Speculative Streaming, under each graphs runtime
-#   peers   $VALIDATION_PEERS_DATASETS (e2e_nlg; each trained by the train phase), Speculative Streaming's peers
+#   peers   $VALIDATION_PEERS_DATASETS (e2e_nlg; each trained here unless the train phase did, one dataset at a
+#           time: its results are packed before the next one trains), Speculative Streaming's peers
 #           against their twins: each eager, each with half+graphs, the stock references (transformers' prompt
 #           lookup and assisted generation), $VALIDATION_PEERS overrides; then Medusa with heads sharing the base's
 #           LM head (VALIDATION_PEERS_SHARED=0: not; VALIDATION_PEERS_SHARED_TECHNIQUES: its cells); sps's
@@ -131,6 +132,7 @@ phase() {
     peers)
       local d ckpt
       for d in ${VALIDATION_PEERS_DATASETS:-e2e_nlg}; do
+        [ -n "$(checkpoint_of "$JOB/train_$d.log" 2>/dev/null)" ] || train "$d"
         ckpt=$(checkpoint_of "$JOB/train_$d.log")
         [ -n "$ckpt" ] || { echo "peers: no checkpoint in $JOB/train_$d.log" >&2; continue; }
         python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets "$d" ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} \
@@ -141,6 +143,7 @@ phase() {
         [ "${VALIDATION_PEERS_SHARED:-1}" = 0 ] || python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets "$d" \
           ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} --techniques "${VALIDATION_PEERS_SHARED_TECHNIQUES:-naive,medusa,medusa+half+graphs}" \
           --strategy-options '{"medusa": {"share_head": true}}' --benchmark-json="$JOB/peers_shared_$d.json" > "$JOB/peers_shared_$d.log" 2>&1
+        pack
       done ;;
     large)
       # Speculative Streaming and its peers where decoding is bound by the weights: E2E at $VALIDATION_LARGE
