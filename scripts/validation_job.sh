@@ -132,8 +132,8 @@ phase() {
     peers)
       local d ckpt
       for d in ${VALIDATION_PEERS_DATASETS:-e2e_nlg}; do
-        [ -n "$(checkpoint_of "$JOB/train_$d.log" 2>/dev/null)" ] || train "$d"
-        ckpt=$(checkpoint_of "$JOB/train_$d.log")
+        ckpt=$(checkpoint_of "$JOB/train_$d.log" 2>/dev/null)
+        [ -n "$ckpt" ] || { train "$d"; ckpt=$(checkpoint_of "$JOB/train_$d.log"); }
         [ -n "$ckpt" ] || { echo "peers: no checkpoint in $JOB/train_$d.log" >&2; continue; }
         python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets "$d" ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} \
           --techniques "${VALIDATION_PEERS:-naive,graphs,half+graphs,ss,best,pld,pld+half+graphs,sps,sps+half+graphs,medusa,medusa+half+graphs,hf,hf+pld,hf+sps}" \

@@ -136,7 +136,7 @@ def allow_specialisations(n: int) -> None:
 # FlexAttention's tile: every tile of keys is visited and the mask read element by element, since a
 # tree's mask changes every step and a block mask built per step would cost kernels of its own
 FLEX_BLOCK = 128
-_flex_tiles: dict = {}  # (queries, keys, device) -> the tiles' table, for calls outside a compiled step
+_flex_tiles: dict = {}  # (queries, keys, device) -> the tiles' table, for the kernel compiled on its own
 _flex_compiled = None
 
 
@@ -167,18 +167,16 @@ def flex_attention_kernel(q, k, v, mask):
     shape: during a graph's warm-up); on the CPU it runs flex's unfused reference (tests)."""
     global _flex_compiled
     t, n = q.shape[2], k.shape[2]
-    if torch.compiler.is_compiling():  # tiles made in the graph: a cache filled while tracing would recompile it
+    # traced: the table is made in the graph (a cache filled while tracing would recompile it)
+    if torch.compiler.is_compiling() or q.device.type != "cuda":
         return _flex_masked(q, k, v, mask, _tiles(t, n, q.device))
     key = (t, n, q.device)
-    if key not in _flex_tiles:
+    if key not in _flex_tiles:  # a new shape: its table, and room for its compile (a tree step has two a bucket)
         _flex_tiles[key] = _tiles(t, n, q.device)
-        allow_specialisations(1)  # each shape compiles once (a tree step has two per bucket)
-    tiles = _flex_tiles[key]
-    if q.device.type != "cuda":
-        return _flex_masked(q, k, v, mask, tiles)
+        allow_specialisations(1)
     if _flex_compiled is None:
         _flex_compiled = torch.compile(_flex_masked, fullgraph=True, dynamic=False)
-    return _flex_compiled(q, k, v, mask, tiles)
+    return _flex_compiled(q, k, v, mask, _flex_tiles[key])
 
 
 ATTENTION = {"eager": eager_attention, "sdpa": sdpa_attention, "flash_attn": flash_attn_attention,
