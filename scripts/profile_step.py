@@ -13,7 +13,7 @@ generate: total host time of the ops, total device time of the kernels, host lau
 (a CUDA graph is one), device kernels per step (llmopt.hardware.device_kernels: a graph's kernels
 each) and the top kernels by device time. --runtime / --pad-rows / --tree-kernel: options of the graphs
 techniques (pad-rows: ss+graphs only; tree-kernel: ss+flash2+graphs, i.e. best, only), e.g.
-`--techniques ss+graphs --pad-rows 16` or `--techniques best --tree-kernel flex` against the default.
+`--techniques ss+graphs --pad-rows 16` or `--techniques best --tree-kernel eager` against the default.
 The device's idle time per step (llmopt.hardware.device_idle) is given by the kernel that waited:
 inside a CUDA graph that is the graph's own latency between nodes, between replays the host's
 turn. --trace DIR writes each technique's profiled generate as a Chrome trace (chrome://tracing,
@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--runtime", help="graphs runtime (cuda_graph, torch.compile; default cuda_graph)")
     parser.add_argument("--pad-rows", type=int, help="ss+graphs: pad the tree step's rows to a multiple of this")
     parser.add_argument("--tree-kernel", help="best (ss+flash2+graphs): the tree step's attention kernel "
-                                              "(sdpa_efficient, the default, or flex)")
+                                              "(sdpa_efficient, the default, eager or flex)")
     parser.add_argument("--trace", type=Path, metavar="DIR", help="write each technique's profiled generate here "
                                                                   "as a gzipped Chrome trace (TECHNIQUE.json.gz, '+' as '-')")
     args = parser.parse_args()

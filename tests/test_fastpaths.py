@@ -367,20 +367,22 @@ def test_ss_tree_kernel_is_an_option_of_the_captured_flash2_step():
     for name in ("ss+flash2", "ss+half+graphs"):
         with pytest.raises(ValueError, match="it needs flash2 and graphs"):
             get_strategy(name, tree_kernel="flex")
-    with pytest.raises(ValueError, match="unknown tree_kernel 'eager'; known: sdpa_efficient, flex"):
-        get_strategy("ss+flash2+graphs", tree_kernel="eager")
+    assert get_strategy("ss+flash2+graphs", tree_kernel="eager").decode_attention == "eager"
+    with pytest.raises(ValueError, match="unknown tree_kernel 'sdpa_flash'; known: sdpa_efficient, eager, flex"):
+        get_strategy("ss+flash2+graphs", tree_kernel="sdpa_flash")
 
 
 @gpu
-@pytest.mark.parametrize("runtime", ["cuda_graph", "torch.compile"])
-def test_ss_flex_tree_kernel_on_cuda_agrees_with_sdpa_efficient(ss_checkpoint, runtime):
-    """`best` with FlexAttention in its captured tree step: the default kernel's tokens, but for
-    fp16 rounding on some prompts."""
+@pytest.mark.parametrize("kernel, runtime", [("flex", "cuda_graph"), ("flex", "torch.compile"),
+                                             ("eager", "cuda_graph")])
+def test_ss_tree_kernel_on_cuda_agrees_with_sdpa_efficient(ss_checkpoint, kernel, runtime):
+    """`best` with another kernel in its captured tree step (FlexAttention, or eager attention):
+    the default kernel's tokens, but for fp16 rounding on some prompts."""
     _, ref = run("ss+flash2+graphs", ss_checkpoint, "cuda", topk="2,1,1", bucket=64)
     strategy, got = run("ss+flash2+graphs", ss_checkpoint, "cuda", topk="2,1,1", bucket=64, runtime=runtime,
-                        tree_kernel="flex")
+                        tree_kernel=kernel)
     same = sum(a.tokens[:8] == b.tokens[:8] for a, b in zip(got, ref))
-    assert same >= len(ref) // 2 and strategy.config()["decode_attention"] == "flex"
+    assert same >= len(ref) // 2 and strategy.config()["decode_attention"] == kernel
 
 
 def test_ss_graphs_pads_its_rows_on_request(ss_checkpoint):

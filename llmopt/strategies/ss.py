@@ -7,8 +7,9 @@ the technique's own speed-up. Composed (see techniques.py): `ss+half` / `ss+bf16
 the fused kernel that takes a mask), `ss+graphs` (the verify-and-draft step over a static cache,
 captured once: spec_stream/static.py; option `pad_rows` pads its rows, see there), and any mix of them,
 e.g. `ss+flash2+graphs`. Option `tree_kernel` of `ss+flash2+graphs`: the captured tree step's fused
-kernel, "sdpa_efficient" (the default) or "flex" (FlexAttention, compiled; the prefill keeps
-sdpa_efficient, since flex compiles once per shape and every prompt has its own)."""
+kernel, "sdpa_efficient" (the default), "eager" (the reference's matmuls and softmax, as `ss+half+graphs`
+runs them) or "flex" (FlexAttention, compiled; the prefill keeps sdpa_efficient, since flex compiles
+once per shape and every prompt has its own)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,10 @@ from .techniques import Technique, check_device, graph_options, parse_technique,
 # H100, 2026-11-26: E2E 1.78x / 2.79 accepted per step, Spider 1.43x / 2.17; docs/results/spec_stream)
 DEFAULT_TOPK = "2,2,1,1"
 TREE_KERNEL = "sdpa_efficient"  # ss+flash2: the fused attention kernel that takes a tree mask
-TREE_KERNELS = (TREE_KERNEL, "flex")  # ss+flash2+graphs may run its captured step on either
+# ss+flash2+graphs may run its captured step on any of these. "eager": at 125m on an H100 the eager
+# tree step spent 0.93 ms of kernels a step against the memory-efficient kernel's 1.03 (session 14,
+# docs/results/NVIDIA-H100-80GB-HBM3/session14); flex spent 1.46 (session 16)
+TREE_KERNELS = (TREE_KERNEL, "eager", "flex")
 SS = parse_technique("ss")
 
 
