@@ -45,6 +45,7 @@
 #           scripts/profile_step.py as idle runs it, one process each, kernels alternately, $VALIDATION_TREE_RUNS
 #           (3) rounds: which kernel's tree step is cheapest (session 16: flex's kernels 1.46 ms a step against
 #           sdpa_efficient's 1.03; add flex to the list to see it again); first the CUDA tests of the tree kernels
+#           and scripts/attention_bench.py (one attention call of each kernel at the tree step's shapes)
 #   residue scripts/profiler_residue.py, arms profiled and control alternately in new processes
 #           ($VALIDATION_RESIDUE_RUNS (3) of each): does a finished profiler session slow its process?
 # usage: setsid nohup scripts/validation_job.sh [PHASE...] > /tmp/job.log 2>&1 &   (default: all)
@@ -193,6 +194,7 @@ phase() {
       done ;;
     treekernel)
       python3 -m pytest tests/test_fastpaths.py -q -rs -k "flex or tree_kernel" > "$JOB/treekernel_tests.log" 2>&1
+      python3 scripts/attention_bench.py --json "$JOB/attention_bench.json" > "$JOB/attention_bench.log" 2>&1
       local i kernel
       for i in $(seq "${VALIDATION_TREE_RUNS:-3}"); do
         for kernel in ${VALIDATION_TREE_KERNELS:-sdpa_efficient eager}; do

@@ -1,10 +1,23 @@
 """Builders several test modules share (imported as `helpers`: pytest puts this folder on sys.path)."""
 
+import importlib.util
 import random
+from pathlib import Path
 
 import torch
 
 from llmopt.models.gpt_neo import GPTNeo, make_config
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str):
+    """scripts/NAME.py as a module (the scripts are no package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def save_tiny_checkpoint(path, vocab: int, **config) -> None:

@@ -5,6 +5,7 @@ flash backend runs float64 on CPU) are token-identical to plain greedy decoding 
 configs and prompts longer than the window; impossible combinations fail before any work.
 On CUDA (skipped elsewhere): captured graphs, torch.compile and flash2 themselves."""
 
+import json
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from llmopt.models.gpt_neo import GPTNeo, make_config
 from llmopt.models.static_cache import StaticDecoder, StaticKVCache
 from llmopt.strategies import STRATEGIES, get_strategy, known_technique, technique_objective, validate_technique
 
-from helpers import random_prompts, save_tiny_checkpoint
+from helpers import load_script, random_prompts, save_tiny_checkpoint
 
 CUDA = torch.cuda.is_available()
 VOCAB = 53
@@ -383,6 +384,19 @@ def test_ss_tree_kernel_on_cuda_agrees_with_sdpa_efficient(ss_checkpoint, kernel
                         tree_kernel=kernel)
     same = sum(a.tokens[:8] == b.tokens[:8] for a, b in zip(got, ref))
     assert same >= len(ref) // 2 and strategy.config()["decode_attention"] == kernel
+
+
+def test_attention_bench_times_every_tree_kernel_and_checks_it(tmp_path):
+    """scripts/attention_bench.py on the CPU (float32, host-timed): every kernel a tree step may
+    take is run and checked against float64 eager attention; the CUDA-only variants say why not."""
+    out = tmp_path / "attention.json"
+    assert load_script("attention_bench").main(["--rows", "3", "--keys", "32", "--heads", "2", "--head-dim", "8",
+                                                "--dtype", "float32", "--calls", "1", "--repeats", "1",
+                                                "--device", "cpu", "--json", str(out)]) == 0
+    rows = {r["kernel"]: r for r in json.loads(out.read_text())["rows"]}
+    for name in ("eager", "sdpa", "flex"):
+        assert rows[name]["max_abs_error"] < 1e-5 and len(rows[name]["us_per_call"]) == 1
+    assert "No viable backend" in rows["sdpa_cudnn, float mask"]["error"]  # CUDA only
 
 
 def test_ss_graphs_pads_its_rows_on_request(ss_checkpoint):

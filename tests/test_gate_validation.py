@@ -1,6 +1,5 @@
 """scripts/gate_validation.py's analysis, on synthetic saved runs (its GPU runs are the job's)."""
 
-import importlib.util
 import json
 import os
 import sys
@@ -8,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import load_script
 from llmopt import compare, measure
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("gate_validation", ROOT / "scripts" / "gate_validation.py")
-gate_validation = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gate_validation)
+gate_validation = load_script("gate_validation")
 
 
 def run(path, naive_rounds, ss_rounds, other_cpu=None, sha="x"):
@@ -71,9 +69,7 @@ def test_the_gate_on_the_h100_runs_of_session_11_offline(tmp_path):
     """scripts/gate_offline.py on three identical GPU runs that the launch probe was recorded in:
     without the probe naive fails twice on identical code (−21% and −11%, the host slower per launch);
     with it, never. The catches of a synthetic slowdown are what these runs' noise lets through."""
-    spec = importlib.util.spec_from_file_location("gate_offline", ROOT / "scripts" / "gate_offline.py")
-    offline = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(offline)
+    offline = load_script("gate_offline")
     runs = sorted((ROOT / "docs/results/NVIDIA-H100-80GB-HBM3/session11/runs").glob("identical_*.json"))
     out = tmp_path / "offline.md"
     offline.main(str(out), *map(str, runs))

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from helpers import SCRIPTS, load_script
 from llmopt.spec_stream.simulate import SimulatedDraftDecoder, SimulatedStaticTreeDecoder
 from llmopt.generation import Clock, greedy
 from tests.test_spec_stream import random_model
@@ -109,15 +110,10 @@ def test_ss_simulate_with_random_weights_end_to_end(tmp_path, monkeypatch):
     """scripts/ss_simulate.py --random-weights on the CPU (eager `ss`: graphs needs CUDA): a random tiny
     SS checkpoint with the dataset's tokenizer, the plain twin and each accuracy timed, every record
     labelled, acceptance rising."""
-    import importlib.util
     import json
-    from pathlib import Path
 
-    scripts = Path(__file__).resolve().parents[1] / "scripts"
-    monkeypatch.syspath_prepend(str(scripts))  # it imports ss_sweep from its folder
-    spec = importlib.util.spec_from_file_location("ss_simulate", scripts / "ss_simulate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    monkeypatch.syspath_prepend(str(SCRIPTS))  # it imports ss_sweep from its folder
+    module = load_script("ss_simulate")
     out = tmp_path / "sizes.json"
     module.main(["--out", str(out), "--device", "cpu", "--model", "tiny", "--random-weights", "--datasets", "e2e_nlg",
                  "--technique", "ss", "--topk", "2,1,1", "--num-prompts", "2", "--max-new-tokens", "12",

@@ -1,23 +1,14 @@
 """scripts/size_sweep.py end to end on the CPU: tiny shape, naive and graphs (static runtime), flash2
 recorded as an error, JSON and Markdown written; the bandwidth floor and kernel counts are None off CUDA."""
 
-import importlib.util
 import json
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "size_sweep.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("size_sweep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_script
 
 
 def test_size_sweep_cpu(tmp_path):
     out = tmp_path / "sweep.json"
-    load_script().main(["--out", str(out), "--device", "cpu", "--shapes", "tiny", "--techniques",
+    load_script("size_sweep").main(["--out", str(out), "--device", "cpu", "--shapes", "tiny", "--techniques",
                         "naive,graphs,flash2", "--new-tokens", "8", "--prompt-len", "16", "--runs", "1",
                         "--copy-mib", "16"])
     report = json.loads(out.read_text())
