@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--runtime", help="graphs runtime (cuda_graph, torch.compile; default cuda_graph)")
     parser.add_argument("--pad-rows", type=int, help="ss+graphs: pad the tree step's rows to a multiple of this")
     parser.add_argument("--tree-kernel", help="best (ss+flash2+graphs): the tree step's attention kernel "
-                                              "(sdpa_efficient, the default, eager or flex)")
+                                              "(sdpa_efficient, the default, eager, sdpa_cudnn or flex)")
     parser.add_argument("--trace", type=Path, metavar="DIR", help="write each technique's profiled generate here "
                                                                   "as a gzipped Chrome trace (TECHNIQUE.json.gz, '+' as '-')")
     args = parser.parse_args()

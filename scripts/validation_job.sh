@@ -41,7 +41,7 @@
 #           per step its wall, kernel and idle time (by the kernel that waited) and a Chrome trace: where
 #           a captured step's time goes (session 14: in the kernels, not waiting). VALIDATION_IDLE adds
 #           options, e.g. --runtime torch.compile or --pad-rows 16; a CPU dry run: --runtime static
-#   treekernel  best's captured tree step on each of $VALIDATION_TREE_KERNELS (sdpa_efficient eager) at $SHAPE,
+#   treekernel  best's captured tree step on each of $VALIDATION_TREE_KERNELS (sdpa_efficient eager sdpa_cudnn) at $SHAPE,
 #           scripts/profile_step.py as idle runs it, one process each, kernels alternately, $VALIDATION_TREE_RUNS
 #           (3) rounds: which kernel's tree step is cheapest (session 16: flex's kernels 1.46 ms a step against
 #           sdpa_efficient's 1.03; add flex to the list to see it again); first the CUDA tests of the tree kernels
@@ -197,7 +197,7 @@ phase() {
       python3 scripts/attention_bench.py --json "$JOB/attention_bench.json" > "$JOB/attention_bench.log" 2>&1
       local i kernel
       for i in $(seq "${VALIDATION_TREE_RUNS:-3}"); do
-        for kernel in ${VALIDATION_TREE_KERNELS:-sdpa_efficient eager}; do
+        for kernel in ${VALIDATION_TREE_KERNELS:-sdpa_efficient eager sdpa_cudnn}; do
           python3 scripts/profile_step.py --shape "$SHAPE" --techniques best --tree-kernel "$kernel" --prompt-len 64 \
             --new-tokens 128 --json "$JOB/tree_${kernel}_$i.json" ${VALIDATION_IDLE:-} >> "$JOB/treekernel.log" 2>&1
         done

@@ -369,15 +369,15 @@ def test_ss_tree_kernel_is_an_option_of_the_captured_flash2_step():
         with pytest.raises(ValueError, match="it needs flash2 and graphs"):
             get_strategy(name, tree_kernel="flex")
     assert get_strategy("ss+flash2+graphs", tree_kernel="eager").decode_attention == "eager"
-    with pytest.raises(ValueError, match="unknown tree_kernel 'sdpa_flash'; known: sdpa_efficient, eager, flex"):
+    with pytest.raises(ValueError, match="unknown tree_kernel 'sdpa_flash'; known: sdpa_efficient, eager, sdpa_cudnn, flex"):
         get_strategy("ss+flash2+graphs", tree_kernel="sdpa_flash")
 
 
 @gpu
 @pytest.mark.parametrize("kernel, runtime", [("flex", "cuda_graph"), ("flex", "torch.compile"),
-                                             ("eager", "cuda_graph")])
+                                             ("eager", "cuda_graph"), ("sdpa_cudnn", "cuda_graph")])
 def test_ss_tree_kernel_on_cuda_agrees_with_sdpa_efficient(ss_checkpoint, kernel, runtime):
-    """`best` with another kernel in its captured tree step (FlexAttention, or eager attention):
+    """`best` with another kernel in its captured tree step (FlexAttention, eager attention, cuDNN's):
     the default kernel's tokens, but for fp16 rounding on some prompts."""
     _, ref = run("ss+flash2+graphs", ss_checkpoint, "cuda", topk="2,1,1", bucket=64)
     strategy, got = run("ss+flash2+graphs", ss_checkpoint, "cuda", topk="2,1,1", bucket=64, runtime=runtime,

@@ -1,8 +1,8 @@
 """Attention kernels for GPT-Neo: unscaled scores (no 1/sqrt(d)), fp32 or wider accumulation.
 
 Every kernel takes q, k, v ([batch, heads, seq, head_dim]) and a mask: a boolean tensor
-[queries, keys] (True = visible; None = all visible) for `eager`, `sdpa`, `sdpa_efficient` and
-`flex`, or a `Band` descriptor for the FlashAttention kernels, which take no mask tensor."""
+[queries, keys] (True = visible; None = all visible) for `eager`, `sdpa`, `sdpa_efficient`,
+`sdpa_cudnn` and `flex`, or a `Band` descriptor for the FlashAttention kernels, which take no mask tensor."""
 
 from __future__ import annotations
 
@@ -120,6 +120,14 @@ def sdpa_efficient_attention(q, k, v, mask):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
 
 
+def sdpa_cudnn_attention(q, k, v, mask):
+    """SDPA on the CUDNN_ATTENTION backend (CUDA only; fp32 accumulation), the boolean mask given
+    as an additive one (0 / -inf in q's precision), the form that backend takes."""
+    bias = None if mask is None else torch.zeros((), dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+
+
 def allow_specialisations(n: int) -> None:
     """Room for n more compiled specialisations of a function. Dynamo keeps them per code object:
     every decoder of a kind shares `step`'s code, so each capture.GraphRunner adds its buckets to the
@@ -181,4 +189,4 @@ def flex_attention_kernel(q, k, v, mask):
 
 ATTENTION = {"eager": eager_attention, "sdpa": sdpa_attention, "flash_attn": flash_attn_attention,
              "sdpa_flash": sdpa_flash_attention, "sdpa_efficient": sdpa_efficient_attention,
-             "flex": flex_attention_kernel}
+             "sdpa_cudnn": sdpa_cudnn_attention, "flex": flex_attention_kernel}

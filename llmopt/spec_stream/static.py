@@ -37,7 +37,7 @@ from ..models.static_cache import StaticKVCache
 from .decode import Loop, State, prefill
 from .model import SpecStreamModel
 
-MASKED_KERNELS = ("eager", "sdpa", "sdpa_efficient", "flex")  # tree masks are arbitrary: no flash kernel takes one
+MASKED_KERNELS = ("eager", "sdpa", "sdpa_efficient", "sdpa_cudnn", "flex")  # tree masks are arbitrary: no flash kernel takes one
 DEFAULT_PAD_ROWS = 1  # no padding (see the module docstring)
 
 

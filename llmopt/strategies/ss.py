@@ -8,8 +8,9 @@ the fused kernel that takes a mask), `ss+graphs` (the verify-and-draft step over
 captured once: spec_stream/static.py; option `pad_rows` pads its rows, see there), and any mix of them,
 e.g. `ss+flash2+graphs`. Option `tree_kernel` of `ss+flash2+graphs`: the captured tree step's fused
 kernel, "sdpa_efficient" (the default), "eager" (the reference's matmuls and softmax, as `ss+half+graphs`
-runs them) or "flex" (FlexAttention, compiled; the prefill keeps sdpa_efficient, since flex compiles
-once per shape and every prompt has its own)."""
+runs them), "sdpa_cudnn" (SDPA's cuDNN kernel, the mask made additive) or "flex" (FlexAttention,
+compiled; the prefill keeps sdpa_efficient, since flex compiles once per shape and every prompt has
+its own)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ TREE_KERNEL = "sdpa_efficient"  # ss+flash2: the fused attention kernel that tak
 # ss+flash2+graphs may run its captured step on any of these. "eager": at 125m on an H100 the eager
 # tree step spent 0.93 ms of kernels a step against the memory-efficient kernel's 1.03 (session 14,
 # docs/results/NVIDIA-H100-80GB-HBM3/session14); flex spent 1.46 (session 16)
-TREE_KERNELS = (TREE_KERNEL, "eager", "flex")
+TREE_KERNELS = (TREE_KERNEL, "eager", "sdpa_cudnn", "flex")
 SS = parse_technique("ss")
 
 
