@@ -8,9 +8,9 @@ captured in one CUDA graph as the step captures them, timed by CUDA events.
 Why: `best`'s tree step spends 0.38 ms a step in SDPA's memory-efficient kernel and FlexAttention
 spent twice that (docs/results/NVIDIA-H100-80GB-HBM3/session16), while the plain step's whole
 attention is a small part of its 0.66 ms. This times the candidates for the step's kernel in a
-minute, beside variants that are not (yet) tree kernels: SDPA's memory-efficient and cuDNN kernels
-given an additive float mask made once, as a step could keep it, instead of a boolean one
-converted at every call. Rows 7 and 75 are the 125m tree 2,2,1,1's node rows (the layers without
+minute, each given the boolean mask, and SDPA's memory-efficient and cuDNN kernels also given the
+additive mask made beforehand (as the `sdpa_cudnn` tree step makes it, once a step): what the
+conversion at every call costs. Rows 7 and 75 are the 125m tree 2,2,1,1's node rows (the layers without
 streams) and its node and stream rows (the layers with them).
 
 Each kernel's output is checked against eager attention in float64 (max absolute difference). On
@@ -26,12 +26,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmopt.models.attention import ATTENTION, eager_attention  # noqa: E402
+from llmopt.models.attention import ATTENTION, additive_mask, eager_attention  # noqa: E402
 from llmopt.spec_stream.static import MASKED_KERNELS  # noqa: E402
 
 
@@ -45,19 +43,11 @@ def tree_like_mask(rows: int, keys: int, device) -> torch.Tensor:
     return (slots[None, :] < committed) | ((own >= 0) & (own <= torch.arange(rows, device=device)[:, None]))
 
 
-def with_float_mask(backend: SDPBackend):
-    """SDPA on one backend, given the mask as an additive float tensor (0 / -inf) made beforehand."""
-    def attend(q, k, v, bias):
-        with sdpa_kernel(backend):
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
-    return attend
-
-
 def candidates() -> dict:
-    """name -> (kernel, whether it takes the float mask instead of the boolean one)."""
+    """name -> (kernel, whether it is given the additive float mask instead of the boolean one)."""
     out = {name: (ATTENTION[name], False) for name in MASKED_KERNELS}
-    out["sdpa_efficient, float mask"] = (with_float_mask(SDPBackend.EFFICIENT_ATTENTION), True)
-    out["sdpa_cudnn, float mask"] = (with_float_mask(SDPBackend.CUDNN_ATTENTION), True)
+    for name in ("sdpa_efficient", "sdpa_cudnn"):
+        out[f"{name}, float mask"] = (ATTENTION[name], True)
     return out
 
 
@@ -99,7 +89,7 @@ def bench(rows: int, keys: int, heads: int, head_dim: int, dtype: torch.dtype, d
     torch.manual_seed(0)
     q, k, v = (torch.randn(1, heads, n, head_dim, device=device, dtype=dtype) for n in (rows, keys, keys))
     mask = tree_like_mask(rows, keys, device)
-    bias = torch.zeros(rows, keys, device=device, dtype=dtype).masked_fill(~mask, float("-inf"))
+    bias = additive_mask(mask, dtype)
     reference = eager_attention(q.double(), k.double(), v.double(), mask)
     results = []
     for name, (kernel, takes_bias) in candidates().items():

@@ -206,6 +206,21 @@ def test_flex_tree_step_decodes_like_greedy_as_is_and_compiled():
 
 
 @torch.inference_mode()
+def test_a_tree_step_on_an_additive_mask_kernel_converts_each_kinds_mask_once():
+    """`sdpa_cudnn` reads additive masks: the step's masks are the boolean ones made additive, one
+    per layer kind (the kernel itself needs CUDA)."""
+    model = ss_model()
+    plain, additive = (StaticTreeDecoder(model, (2, 2, 1), max_len=64, attention=a) for a in ("eager", "sdpa_cudnn"))
+    for decoder in (plain, additive):
+        decoder.cache.pos.fill_(9)
+        decoder.begin_step(40)
+    want, got = plain.masks(40), additive.masks(40)
+    assert got.keys() == want.keys()
+    for kind, mask in want.items():
+        assert got[kind].dtype == torch.float32 and torch.equal(got[kind] == 0, mask)
+
+
+@torch.inference_mode()
 def test_inductor_tree_step_decodes_like_greedy():
     """The padded tree step through inductor (one bucket): greedy's tokens in float32."""
     model = ss_model()

@@ -120,12 +120,22 @@ def sdpa_efficient_attention(q, k, v, mask):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
 
 
+def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean mask as the additive one SDPA's kernels read: 0 where visible, -inf elsewhere."""
+    return torch.zeros((), dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
+
+
+# kernels whose mask is additive: a caller that gives one mask to many layers converts it once
+ADDITIVE_MASK_KERNELS = ("sdpa_cudnn",)
+
+
 def sdpa_cudnn_attention(q, k, v, mask):
-    """SDPA on the CUDNN_ATTENTION backend (CUDA only; fp32 accumulation), the boolean mask given
-    as an additive one (0 / -inf in q's precision), the form that backend takes."""
-    bias = None if mask is None else torch.zeros((), dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
+    """SDPA on the CUDNN_ATTENTION backend (CUDA only; fp32 accumulation). The mask is additive
+    (additive_mask), or boolean and converted here at every call."""
+    if mask is not None and mask.dtype == torch.bool:
+        mask = additive_mask(mask, q.dtype)
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
 
 
 def allow_specialisations(n: int) -> None:

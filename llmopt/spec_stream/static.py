@@ -32,7 +32,7 @@ from typing import Sequence
 import torch
 
 from ..capture import GraphRunner
-from ..models.attention import ATTENTION
+from ..models.attention import ADDITIVE_MASK_KERNELS, ATTENTION, additive_mask
 from ..models.static_cache import StaticKVCache
 from .decode import Loop, State, prefill
 from .model import SpecStreamModel
@@ -98,15 +98,20 @@ class StaticTreeStep:
 
     def masks(self, length: int) -> dict:
         """[rows, length] per layer kind: committed slots (< pos; within the window of each row's
-        position on local layers) and the step's own columns at pos.."""
+        position on local layers) and the step's own columns at pos.. (additive for a kernel that
+        reads them so: converted here once per kind, not once per layer)."""
         pos, rows = self.cache.pos, self.rows
         slots = self.slots[:length]
         offset = slots - pos
         column = torch.where((offset >= 0) & (offset < rows), offset, rows)
         committed = (slots < pos)[None, :]
         window = committed & (pos + self.row_depths[:, None] - slots[None, :] < self.base.window)
-        return {kind: (window if kind == "local" else committed) | new.index_select(1, column)
-                for kind, new in self.new_part.items()}
+        masks = {kind: (window if kind == "local" else committed) | new.index_select(1, column)
+                 for kind, new in self.new_part.items()}
+        if self.attention in ADDITIVE_MASK_KERNELS:
+            dtype = self.base.lm_head.weight.dtype
+            masks = {kind: additive_mask(m, dtype) for kind, m in masks.items()}
+        return masks
 
     def begin_step(self, length: int) -> None:
         """A step's first moves: the bucket it attends over, the slots its rows write."""
