@@ -47,10 +47,11 @@ Step = Callable[[], torch.Tensor]  # one forward; returns the next token id, lef
 
 
 def decode_loop(step: Step, max_new_tokens: int, eos_id: int | None, clock: Clock,
-                switch: Callable[[], Step] | None = None) -> Generation:
+                switch: Callable[[], Step] | None = None, queue_ahead: bool = False) -> Generation:
     """Call `step()` until EOS (kept) or max_new_tokens, timing the forward apart from reading the
     token back; its first call is the prefill. `switch()`, if given, runs once after the first
-    token (timed as prepare_s, e.g. loading a static cache) and returns the step for the rest."""
+    token (timed as prepare_s, e.g. loading a static cache) and returns the step for the rest;
+    `queue_ahead`: run that rest through `decode_ahead`."""
     out = Generation(tokens=[], forward_calls=0)
     tokens = out.tokens
     start = clock()
@@ -59,6 +60,9 @@ def decode_loop(step: Step, max_new_tokens: int, eos_id: int | None, clock: Cloc
             t0 = clock()
             step, switch = switch(), None
             out.prepare_s += clock() - t0
+            if queue_ahead:
+                decode_ahead(step, out, max_new_tokens, eos_id, clock)
+                break
         t0 = clock()
         ids = step()
         t1 = clock()
@@ -75,13 +79,53 @@ def decode_loop(step: Step, max_new_tokens: int, eos_id: int | None, clock: Cloc
     return out
 
 
+def decode_ahead(step: Step, out: Generation, max_new_tokens: int, eos_id: int | None, clock: Clock) -> None:
+    """The rest of a generation with every step queued before the previous step's token is read, so
+    that the host's turn (reading a token back, launching the next replay) overlaps the device's
+    step instead of standing between steps. Only for a step whose inputs never leave the device (a
+    captured static step): the host needs no token to queue the next one. Each step's token is
+    copied into a pinned buffer behind it, before the next step overwrites it. When a token is
+    EOS, the step after it is already queued: it runs, is timed and counted in stats
+    (`steps_past_eos`), and its token is dropped. Without host syncs between steps there is no
+    per-phase split: all of it is forward_s."""
+    remaining = max_new_tokens - len(out.tokens)
+    events, log = [], None
+
+    def queue(k: int) -> None:
+        nonlocal log
+        ids = step()
+        if log is None:  # pinned: the copy back runs behind the step on the device's queue
+            log = torch.empty(remaining, dtype=ids.dtype, pin_memory=ids.is_cuda)
+            events.extend(torch.cuda.Event() for _ in range(2) if ids.is_cuda)
+        log[k:k + 1].copy_(ids.reshape(-1), non_blocking=True)
+        if events:
+            events[k % 2].record()
+
+    t0 = clock()
+    queue(0)
+    for k in range(remaining):
+        if k + 1 < remaining:
+            queue(k + 1)
+        if events:
+            events[k % 2].synchronize()  # step k's token is in the log; step k + 1 runs meanwhile
+        token = int(log[k])
+        out.tokens.append(token)
+        out.forward_calls += 1
+        if token == eos_id:
+            out.stats["steps_past_eos"] = int(k + 1 < remaining)
+            break
+    out.forward_s += clock() - t0  # waits for a step queued past EOS: the user waits for it too
+
+
 def greedy(model: GPTNeo, prompt: list[int], max_new_tokens: int, eos_id: int | None, clock: Clock,
            forward: Callable[[torch.Tensor, KVCache], torch.Tensor] | None = None,
-           static: Callable[[KVCache, torch.Tensor], Step] | None = None) -> Generation:
+           static: Callable[[KVCache, torch.Tensor], Step] | None = None,
+           queue_ahead: bool = False) -> Generation:
     """Greedy decoding over a dynamic KV cache, one forward call per token; stops at EOS (kept) or
     max_new_tokens. `forward(ids, cache)`: the logits to use (default: the model's own forward).
     `static(cache, ids)`: after the prefill, hand the cache and its token to a static-shape step
-    and decode with the step it returns (the dynamic cache is dropped then)."""
+    and decode with the step it returns (the dynamic cache is dropped then); `queue_ahead`: queue
+    each static step before the previous token is read (decode_ahead)."""
     forward = forward or model
     cache = model.new_cache()
     ids = torch.tensor([prompt], device=model.lm_head.weight.device)
@@ -97,4 +141,4 @@ def greedy(model: GPTNeo, prompt: list[int], max_new_tokens: int, eos_id: int | 
         cache = None  # the static cache holds a copy: free the dynamic one before decoding
         return step
 
-    return decode_loop(step, max_new_tokens, eos_id, clock, switch if static else None)
+    return decode_loop(step, max_new_tokens, eos_id, clock, switch if static else None, queue_ahead)

@@ -4,7 +4,7 @@
     python3 scripts/profile_step.py [--techniques naive,ss] [--shape 125m] [--vocab 8192]
         [--prompt-len 600] [--new-tokens 64] [--gamma 4] [--stream-layers N] [--topk 2,2,1,1]
         [--device cuda] [--shapes] [--json out.json] [--runtime cuda_graph] [--pad-rows 16]
-        [--tree-kernel flex]
+        [--tree-kernel flex] [--queue-ahead]
 
 The model is a random GPT-Neo of --shape with random stream embeddings and Medusa heads (speed per step does not
 depend on what the weights say; acceptance does, so steps, not tokens, are the unit here). Per
@@ -14,6 +14,8 @@ generate: total host time of the ops, total device time of the kernels, host lau
 each) and the top kernels by device time. --runtime / --pad-rows / --tree-kernel: options of the graphs
 techniques (pad-rows: ss+graphs only; tree-kernel: ss+flash2+graphs, i.e. best, only), e.g.
 `--techniques ss+graphs --pad-rows 16` or `--techniques best --tree-kernel eager` against the default.
+--queue-ahead: the plain graphs techniques queue each step before the previous token is read
+(llmopt.generation.decode_ahead), so the host's turn between replays can hide behind the device's step.
 The device's idle time per step (llmopt.hardware.device_idle) is given by the kernel that waited:
 inside a CUDA graph that is the graph's own latency between nodes, between replays the host's
 turn. --trace DIR writes each technique's profiled generate as a Chrome trace (chrome://tracing,
@@ -49,7 +51,8 @@ from llmopt.strategies import parse_technique, technique_objective, technique_pa
 
 def profile_technique(technique: str, checkpoint: Path, device: str, prompt: list[int], new_tokens: int,
                       topk: str, top: int = 12, shapes: bool = False, runtime: str | None = None,
-                      pad_rows: int | None = None, trace: Path | None = None, tree_kernel: str | None = None) -> dict:
+                      pad_rows: int | None = None, trace: Path | None = None, tree_kernel: str | None = None,
+                      queue_ahead: bool = False) -> dict:
     ss = technique_objective(technique) == "ss"
     options = {"topk": topk} if ss else {}
     parsed = parse_technique(technique)
@@ -57,6 +60,8 @@ def profile_technique(technique: str, checkpoint: Path, device: str, prompt: lis
         options.update(runtime=runtime, **({"pad_rows": pad_rows} if ss else {}))
         if ss and parsed.flash and tree_kernel:
             options["tree_kernel"] = tree_kernel
+        if queue_ahead and not parsed.drafting:
+            options["queue_ahead"] = True
     strategy = get_strategy(technique, **options)
     strategy.prepare(checkpoint, device)
     strategy.generate(prompt, new_tokens, None)  # warm-up (and capture, for graphs)
@@ -123,6 +128,8 @@ def main() -> None:
     parser.add_argument("--pad-rows", type=int, help="ss+graphs: pad the tree step's rows to a multiple of this")
     parser.add_argument("--tree-kernel", help="best (ss+flash2+graphs): the tree step's attention kernel "
                                               "(sdpa_efficient, the default, eager, sdpa_cudnn or flex)")
+    parser.add_argument("--queue-ahead", action="store_true",
+                        help="plain graphs techniques: queue each step before the previous token is read")
     parser.add_argument("--trace", type=Path, metavar="DIR", help="write each technique's profiled generate here "
                                                                   "as a gzipped Chrome trace (TECHNIQUE.json.gz, '+' as '-')")
     args = parser.parse_args()
@@ -140,7 +147,7 @@ def main() -> None:
         for technique in techniques:
             row = profile_technique(technique, Path(tmp), args.device, prompt, args.new_tokens, args.topk,
                                     shapes=args.shapes, runtime=args.runtime, pad_rows=args.pad_rows, trace=args.trace,
-                                    tree_kernel=args.tree_kernel)
+                                    tree_kernel=args.tree_kernel, queue_ahead=args.queue_ahead)
             rows.append(row)
             print(f"{technique:>20}: {row['wall_ms_per_step']:.3f} ms/step wall, {row['device_ms_per_step']:.3f} ms "
                   f"kernels, {row['launches_per_step']:.0f} launches/step, {row['device_kernels_per_step']:.0f} device "

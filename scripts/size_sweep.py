@@ -4,12 +4,15 @@ memory-bandwidth floor measured in the same run (where half precision and graphs
     python3 scripts/size_sweep.py --out results.json [--shapes 125m,1.3b,2.7b]
         [--techniques naive,half,flash2,half+graphs,flash2+graphs] [--new-tokens 128] [--prompt-len 64]
         [--runs 3] [--device cuda] [--copy-mib 1024] [--runtime cuda_graph,torch.compile]
+        [--queue-ahead off|on|both]
 
 Bandwidth: llmopt.hardware.copy_bandwidth, a --copy-mib buffer copied device-to-device (warm-up
 first, median of timed copies with CUDA events); bandwidth = (bytes read + bytes written) / time =
 2 * bytes / t. None on CPU, and with it the floor columns.
 --runtime: the graphs runtime(s); with several, every graphs technique runs once per runtime (its
 rows say which), so `--techniques half+graphs --runtime cuda_graph,torch.compile` compares them.
+--queue-ahead: the graphs techniques' queue_ahead option (each step queued before the previous token
+is read back: llmopt.generation.decode_ahead); "both" runs each graphs row without it, then with it.
 Per shape: GPTNeo.random(make_config(shape), seed=0) is built on the device in fp16 (GPT-2 vocab) and
 saved to a temporary checkpoint (deleted after the shape); each technique's prepare() casts it to its
 own dtype. Per technique: one warm-up generate, then --runs timed generates of --new-tokens from a
@@ -88,25 +91,30 @@ def free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def runs_of(name: str, device: torch.device, runtimes: list[str]) -> list[str | None]:
-    """The graphs runtimes a technique runs with (None: it has no graphs); on CPU the uncaptured one."""
+AHEAD = {"off": [False], "on": [True], "both": [False, True]}  # --queue-ahead's settings
+
+
+def runs_of(name: str, device: torch.device, runtimes: list[str], ahead: list[bool]) -> list[tuple[str | None, bool | None]]:
+    """The (graphs runtime, queue_ahead) pairs a technique runs with ((None, None): it has no graphs);
+    on CPU the uncaptured runtime."""
     if "graphs" not in parse_technique(name):
-        return [None]
-    return ["static"] if device.type != "cuda" else runtimes
+        return [(None, None)]
+    return [(r, a) for r in (["static"] if device.type != "cuda" else runtimes) for a in ahead]
 
 
-def options_of(runtime: str | None, args) -> dict:
-    """A technique's options: with graphs, its runtime and static cache slots (the prompt and new
-    tokens rounded up to a bucket: one graph to capture)."""
+def options_of(runtime: str | None, args, ahead: bool | None = None) -> dict:
+    """A technique's options: with graphs, its runtime, queue_ahead and static cache slots (the
+    prompt and new tokens rounded up to a bucket: one graph to capture)."""
     if runtime is None:
         return {}
-    return {"runtime": runtime, "max_len": -(-(args.prompt_len + args.new_tokens) // 256) * 256}
+    return {"runtime": runtime, "queue_ahead": bool(ahead),
+            "max_len": -(-(args.prompt_len + args.new_tokens) // 256) * 256}
 
 
 def measure(name: str, ckpt: Path, prompt: list[int], args, device, bandwidth: float | None,
-            runtime: str | None = None) -> tuple[dict, list[int]]:
-    """One technique (with graphs: on `runtime`) on one checkpoint: its row and its tokens."""
-    strategy = get_strategy(name, **options_of(runtime, args))
+            runtime: str | None = None, ahead: bool | None = None) -> tuple[dict, list[int]]:
+    """One technique (with graphs: on `runtime`, queue_ahead or not) on one checkpoint: its row and its tokens."""
+    strategy = get_strategy(name, **options_of(runtime, args, ahead))
     reset_peak_memory(device)
     strategy.prepare(ckpt, device)
     clock = Clock(device)
@@ -120,7 +128,7 @@ def measure(name: str, ckpt: Path, prompt: list[int], args, device, bandwidth: f
     rates = sorted(len(g.tokens) / w for g, w in zip(gens, walls))
     decode_ms = statistics.median((w - g.ttft_s) / max(len(g.tokens) - 1, 1) * 1e3 for g, w in zip(gens, walls))
     weights = weight_bytes(strategy.model)
-    row = {"runtime": runtime, "tokens_per_s": statistics.median(rates), "tokens_per_s_min": rates[0],
+    row = {"runtime": runtime, "queue_ahead": ahead, "tokens_per_s": statistics.median(rates), "tokens_per_s_min": rates[0],
            "tokens_per_s_max": rates[-1], "decode_ms_per_token": decode_ms,
            "ttft_ms": statistics.median(g.ttft_s for g in gens) * 1e3,
            "new_tokens": len(tokens), "peak_memory_bytes": peak_memory(device), "weight_bytes": weights,
@@ -139,7 +147,7 @@ def count_kernels(rows: list[dict], ckpt: Path, prompt: list[int], args, device)
     session in this process would slow the techniques timed after it."""
     done = [r for r in rows if "error" not in r]
     job = kernel_count.Job(str(ckpt), str(device), prompt, args.new_tokens, None,
-                           [(r["technique"], options_of(r["runtime"], args)) for r in done])
+                           [(r["technique"], options_of(r["runtime"], args, r.get("queue_ahead"))) for r in done])
     for row, found in zip(done, kernel_count.count(job)):
         row["kernels_per_token"] = None if found is None else found.kernels_per_token
         if found is not None:
@@ -179,7 +187,7 @@ def write(out: Path, report: dict) -> None:
           "| kernels/token | match |",
           "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in report["rows"]:
-        runtime = r.get("runtime") or "-"
+        runtime = (r.get("runtime") or "-") + (" ahead" if r.get("queue_ahead") else "")
         if "error" in r:
             md.append(f"| {r['shape']} | {r['technique']} | {runtime} | failed: {r['error'][:120].replace('|', '/')} "
                       "| | | | | | |")
@@ -189,6 +197,7 @@ def write(out: Path, report: dict) -> None:
                   f"{fmt(r['floor_fraction'])} | {fmt(r['kernels_per_token'], digits=0)} | {r['match']} |")
     md += ["", "floor fraction = (weight bytes / copy bandwidth) / decode ms per token; 1.0 is the bandwidth floor.",
            "kernels/token: device kernels per token over a whole generate (prefill included; one step per token).",
+           "runtime: the graphs runtime; ahead: with queue_ahead (the next step queued before a token is read).",
            "match: tokens equal to the plain decode at the same precision (naive for fp32, half for fp16)."]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
 
@@ -207,6 +216,8 @@ def main(argv=None):
     parser.add_argument("--runtime", default="cuda_graph",
                         help="comma-separated runtimes of the graphs techniques, each run in turn "
                              "(cuda_graph, torch.compile; default cuda_graph)")
+    parser.add_argument("--queue-ahead", choices=sorted(AHEAD), default="off",
+                        help="the graphs techniques' queue_ahead option: off (default), on, or both in turn")
     args = parser.parse_args(argv)
     runtimes = args.runtime.split(",")
     for runtime in runtimes:
@@ -229,16 +240,18 @@ def main(argv=None):
             free(device)
             line(f"== {shape}: random fp16 checkpoint saved ==")
             plain: dict[torch.dtype, list[int]] = {}  # plain-decode tokens by dtype, the match reference
-            for name, runtime in [(n, r) for n in args.techniques.split(",") for r in runs_of(n, device, runtimes)]:
+            variants = [(n, *v) for n in args.techniques.split(",") for v in runs_of(n, device, runtimes, AHEAD[args.queue_ahead])]
+            for name, runtime, ahead in variants:
                 row = {"shape": shape, "technique": name}
                 try:
-                    result, tokens = measure(name, ckpt, prompt, args, device, bandwidth, runtime)
+                    result, tokens = measure(name, ckpt, prompt, args, device, bandwidth, runtime, ahead)
                     row.update(result)
                 except Exception as exc:  # noqa: BLE001 - recorded; the sweep goes on
-                    row["runtime"] = runtime
+                    row["runtime"], row["queue_ahead"] = runtime, ahead
                     row["error"] = f"{type(exc).__name__}: {exc}"
                 free(device)  # outside `except`: its traceback would keep an OOM'd model alive
                 label = name if runtime in (None, "static") or len(runtimes) == 1 else f"{name}[{runtime}]"
+                label += " ahead" if ahead else ""
                 if "error" not in row:
                     dtype = getattr(torch, row["dtype"])
                     if name in ("naive", "half"):

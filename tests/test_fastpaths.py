@@ -214,20 +214,36 @@ def test_composed_eager_decode_equals_naive(checkpoint, name, dtype):
     assert len({t for g in got for t in g.tokens}) > 2  # not one token repeated
 
 
+@pytest.mark.parametrize("queue_ahead", [False, True])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_graphs_strategy_static_runtime_equals_naive(checkpoint, dtype):
+def test_graphs_strategy_static_runtime_equals_naive(checkpoint, dtype, queue_ahead):
+    """queue_ahead: every step's token copied out before the next step overwrites it, the step
+    queued past EOS dropped, max_new_tokens kept (1 and 2: the prefill alone, one queued step)."""
+    options = {"runtime": "static", "queue_ahead": queue_ahead}
     _, ref = run("naive", checkpoint, dtype=dtype)
-    strategy, got = run("graphs", checkpoint, dtype=dtype, runtime="static", bucket=32)
+    strategy, got = run("graphs", checkpoint, dtype=dtype, bucket=32, **options)
     assert [g.tokens for g in got] == [g.tokens for g in ref]
     assert strategy.config()["runtime"] == "static" and strategy.attention_provider == "eager"
+    assert strategy.config()["queue_ahead"] is queue_ahead
     for g in got:
-        assert g.forward_calls == len(g.tokens) and g.ttft_s > 0
+        assert g.forward_calls == len(g.tokens) and g.ttft_s > 0 and g.forward_s > 0
     eos = ref[0].tokens[7]
     _, ref_eos = run("naive", checkpoint, dtype=dtype, eos=eos)
-    _, got_eos = run("graphs", checkpoint, dtype=dtype, runtime="static", eos=eos)
+    _, got_eos = run("graphs", checkpoint, dtype=dtype, eos=eos, **options)
     assert [g.tokens for g in got_eos] == [g.tokens for g in ref_eos]
-    _, one = run("graphs", checkpoint, dtype=dtype, runtime="static", max_new=1)
-    assert all(len(g.tokens) == 1 for g in one)
+    assert any(len(g.tokens) < 40 for g in got_eos)  # EOS came inside a run of queued steps
+    if queue_ahead:
+        assert [g.stats.get("steps_past_eos", 0) for g in got_eos] == [int(1 < len(g.tokens) < 40) for g in got_eos]  # not where the prefill's token was EOS
+    for max_new in (1, 2):
+        _, few = run("graphs", checkpoint, dtype=dtype, max_new=max_new, **options)
+        assert [g.tokens for g in few] == [g.tokens[:max_new] for g in ref]
+
+
+def test_queue_ahead_needs_graphs():
+    with pytest.raises(ValueError, match="queue_ahead is an option of graphs"):
+        get_strategy("bf16", queue_ahead=True)
+    with pytest.raises(ValueError, match="true or false"):
+        get_strategy("graphs", queue_ahead="yes")
 
 
 def test_composed_names_validate_and_fail_early():
@@ -291,6 +307,18 @@ def test_graphs_on_cuda_equal_naive(checkpoint, name, runtime):
     strategy, got = run(name, checkpoint, "cuda", runtime=runtime, bucket=64, **drafting)
     assert [g.tokens for g in got] == [g.tokens for g in ref]
     assert strategy.runtime == runtime and strategy.setup_s > 0
+
+
+@gpu
+@pytest.mark.parametrize("runtime", ["cuda_graph", "torch.compile"])
+def test_queue_ahead_on_cuda_equals_naive(checkpoint, runtime):
+    """The pinned copy behind each replay reads the step's token before the next replay rewrites it."""
+    _, ref = run("naive", checkpoint, "cuda")
+    eos = ref[0].tokens[7]
+    for eos_id in (None, eos):
+        _, plain = run("naive", checkpoint, "cuda", eos=eos_id)
+        _, got = run("graphs", checkpoint, "cuda", eos=eos_id, runtime=runtime, bucket=64, queue_ahead=True)
+        assert [g.tokens for g in got] == [g.tokens for g in plain]
 
 
 @gpu

@@ -1,4 +1,5 @@
-"""scripts/size_sweep.py end to end on the CPU: tiny shape, naive and graphs (static runtime), flash2
+"""scripts/size_sweep.py end to end on the CPU: tiny shape, naive and graphs (static runtime, with and
+without queue_ahead), flash2
 recorded as an error, JSON and Markdown written; the bandwidth floor and kernel counts are None off CUDA."""
 
 import json
@@ -10,18 +11,19 @@ def test_size_sweep_cpu(tmp_path):
     out = tmp_path / "sweep.json"
     load_script("size_sweep").main(["--out", str(out), "--device", "cpu", "--shapes", "tiny", "--techniques",
                         "naive,graphs,flash2", "--new-tokens", "8", "--prompt-len", "16", "--runs", "1",
-                        "--copy-mib", "16"])
+                        "--copy-mib", "16", "--queue-ahead", "both"])
     report = json.loads(out.read_text())
     assert report["header"]["bandwidth_bytes_per_s"] is None  # no copy bandwidth (nor floor) on a CPU
-    rows = {r["technique"]: r for r in report["rows"]}
-    assert list(rows) == ["naive", "graphs", "flash2"]
-    for name in ("naive", "graphs"):
+    rows = {r["technique"] + (" ahead" if r["queue_ahead"] else ""): r for r in report["rows"]}
+    assert list(rows) == ["naive", "graphs", "graphs ahead", "flash2"]
+    for name in ("naive", "graphs", "graphs ahead"):
         row = rows[name]
         assert row["shape"] == "tiny" and row["tokens_per_s"] > 0 and row["new_tokens"] == 8
         assert row["match"] is True and row["first_mismatch"] is None
         assert row["weight_bytes"] > 0 and row["floor_fraction"] is None and row["kernels_per_token"] is None
     assert rows["graphs"]["config"]["runtime"] == "static" == rows["graphs"]["runtime"]
-    assert rows["naive"]["runtime"] is None
+    assert rows["naive"]["runtime"] is None and rows["naive"]["queue_ahead"] is None
+    assert [rows[n]["config"]["queue_ahead"] for n in ("graphs", "graphs ahead")] == [False, True]
     assert "flash2 needs a CUDA GPU" in rows["flash2"]["error"]
     table = out.with_suffix(".md").read_text()
-    assert "| tiny | graphs | static |" in table and "failed" in table
+    assert "| tiny | graphs | static |" in table and "| tiny | graphs | static ahead |" in table and "failed" in table

@@ -26,13 +26,18 @@ class Fast(Strategy):
     """Greedy decoding with any combination of precision, flash2 and graphs (batch 1)."""
 
     def __init__(self, technique: Technique, dtype=None, provider: str | None = None, runtime: str | None = None,
-                 bucket: int | None = None, max_len: int | None = None):
+                 bucket: int | None = None, max_len: int | None = None, queue_ahead: bool = False):
         self.technique = technique
         self.name = technique.name
         self.dtype = resolve_dtype(technique, dtype)
         self.flash, self.graphs = technique.flash, technique.graphs
         self.provider = flash_option(technique, provider)
         self.graph_runtime, self.bucket, self.max_len = graph_options(technique, runtime, bucket, max_len)
+        if not isinstance(queue_ahead, bool):
+            raise ValueError(f"queue_ahead is true or false, not {queue_ahead!r}")
+        if queue_ahead and not technique.graphs:  # an eager step needs its token on the host to go on
+            raise ValueError(f"queue_ahead is an option of graphs, which {technique.label} lacks")
+        self.queue_ahead = queue_ahead
         self.attention_provider = "eager"
         self.runtime = "eager"
         self.decode_attention = "eager"
@@ -80,13 +85,13 @@ class Fast(Strategy):
                     self.runner(length)
                     return self.decoder.token
                 return step
-        return greedy(self.model, prompt, max_new_tokens, eos_id, self.clock, self.forward, static)
+        return greedy(self.model, prompt, max_new_tokens, eos_id, self.clock, self.forward, static, self.queue_ahead)
 
     def config(self) -> dict:
         extra = {"techniques": self.technique.label, "decode_attention": self.decode_attention,
                  "setup_s": self.setup_s}
         if self.graphs:
-            extra["graph_bucket"] = self.bucket
+            extra.update(graph_bucket=self.bucket, queue_ahead=self.queue_ahead)
         if self.flash and self.attention_provider.startswith("sdpa_flash"):
             extra["local_prefill_attention"] = "eager where the prompt is longer than the window"
         return {**super().config(), **extra}
