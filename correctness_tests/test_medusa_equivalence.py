@@ -27,9 +27,12 @@ def cases(draw):
 @given(cases(), st.booleans())
 @torch.inference_mode()
 def test_medusa_decoding_equals_greedy(case, static):
-    """Over the dynamic cache, or with medusa+graphs' static step (uncaptured)."""
+    """Over the dynamic cache, or with medusa+graphs' static step (uncaptured), its steps queued
+    before the previous verdict is read or not."""
     base = random_model(case["config"], case["seed"])
     build = MedusaModel.from_base if case["fresh"] else MedusaModel.random
     model = build(base, case["gamma"], case["share_head"])
     decoder = (StaticMedusaDecoder if static else MedusaDecoder)(model, case["topk"])
-    assert_decodes_like_greedy(base, decoder, case["run"])
+    for queue_ahead in (False, True) if static else (False,):
+        decoder.queue_ahead = queue_ahead
+        assert_decodes_like_greedy(base, decoder, case["run"])

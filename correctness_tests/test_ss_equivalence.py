@@ -4,7 +4,7 @@ Random tiny GPT-Neo configs (local windows shorter than some prompts), random an
 streams, random draft trees, prompts, lengths and EOS ids, tree pruning off or at random thresholds,
 both attention implementations (eager, which the `ss` preset runs, and sdpa); float64 on CPU, so
 near-ties cannot excuse a mismatch. The static tree step (what ss+graphs captures) likewise, with
-its rows padded or not.
+its rows padded or not, and with its steps queued ahead or not.
 """
 
 import torch
@@ -70,11 +70,14 @@ def test_ss_decoding_equals_greedy(case):
 @torch.inference_mode()
 def test_static_tree_step_equals_greedy(case, bucket):
     """The static-shape step that ss+graphs captures (run uncaptured on CPU, through the bucketed
-    runner) emits plain greedy decoding's tokens."""
+    runner) emits plain greedy decoding's tokens, also with each step queued before the previous
+    verdict is read (queue_ahead: a step past EOS or max_new_tokens runs and is dropped)."""
     model = model_of(case)
     decoder = StaticTreeDecoder(model, case["topk"])
     decoder.runner = GraphRunner(decoder, "static", bucket)
-    assert_decodes_like_greedy(model, decoder, case)
+    for queue_ahead in (False, True):
+        decoder.queue_ahead = queue_ahead
+        assert_decodes_like_greedy(model, decoder, case)
 
 
 @settings(max_examples=100, derandomize=True, deadline=None)

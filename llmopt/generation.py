@@ -86,7 +86,7 @@ def decode_ahead(step: Step, out: Generation, max_new_tokens: int, eos_id: int |
     captured static step): the host needs no token to queue the next one. Each step's token is
     copied into a pinned buffer behind it, before the next step overwrites it. When a token is
     EOS, the step after it is already queued: it runs, is timed and counted in stats
-    (`steps_past_eos`), and its token is dropped. Without host syncs between steps there is no
+    (`steps_past_end`), and its token is dropped. Without host syncs between steps there is no
     per-phase split: all of it is forward_s."""
     remaining = max_new_tokens - len(out.tokens)
     events, log = [], None
@@ -112,7 +112,7 @@ def decode_ahead(step: Step, out: Generation, max_new_tokens: int, eos_id: int |
         out.tokens.append(token)
         out.forward_calls += 1
         if token == eos_id:
-            out.stats["steps_past_eos"] = int(k + 1 < remaining)
+            out.stats["steps_past_end"] = int(k + 1 < remaining)
             break
     out.forward_s += clock() - t0  # waits for a step queued past EOS: the user waits for it too
 

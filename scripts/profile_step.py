@@ -14,8 +14,9 @@ generate: total host time of the ops, total device time of the kernels, host lau
 each) and the top kernels by device time. --runtime / --pad-rows / --tree-kernel: options of the graphs
 techniques (pad-rows: ss+graphs only; tree-kernel: ss+flash2+graphs, i.e. best, only), e.g.
 `--techniques ss+graphs --pad-rows 16` or `--techniques best --tree-kernel eager` against the default.
---queue-ahead: the plain graphs techniques queue each step before the previous token is read
-(llmopt.generation.decode_ahead), so the host's turn between replays can hide behind the device's step.
+--queue-ahead: the graphs techniques (plain, ss, medusa) queue each step before the previous token or
+verdict is read (generation.decode_ahead, DraftLoop.generate_ahead), so the host's turn between
+replays can hide behind the device's step.
 The device's idle time per step (llmopt.hardware.device_idle) is given by the kernel that waited:
 inside a CUDA graph that is the graph's own latency between nodes, between replays the host's
 turn. --trace DIR writes each technique's profiled generate as a Chrome trace (chrome://tracing,
@@ -60,7 +61,7 @@ def profile_technique(technique: str, checkpoint: Path, device: str, prompt: lis
         options.update(runtime=runtime, **({"pad_rows": pad_rows} if ss else {}))
         if ss and parsed.flash and tree_kernel:
             options["tree_kernel"] = tree_kernel
-        if queue_ahead and not parsed.drafting:
+        if queue_ahead and parsed.drafting in (None, "ss", "medusa"):  # pld and sps have no such option
             options["queue_ahead"] = True
     strategy = get_strategy(technique, **options)
     strategy.prepare(checkpoint, device)
@@ -129,7 +130,7 @@ def main() -> None:
     parser.add_argument("--tree-kernel", help="best (ss+flash2+graphs): the tree step's attention kernel "
                                               "(sdpa_efficient, the default, eager, sdpa_cudnn or flex)")
     parser.add_argument("--queue-ahead", action="store_true",
-                        help="plain graphs techniques: queue each step before the previous token is read")
+                        help="graphs techniques (plain, ss, medusa): queue each step before the previous one is read")
     parser.add_argument("--trace", type=Path, metavar="DIR", help="write each technique's profiled generate here "
                                                                   "as a gzipped Chrome trace (TECHNIQUE.json.gz, '+' as '-')")
     args = parser.parse_args()

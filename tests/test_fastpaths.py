@@ -83,6 +83,21 @@ def test_static_step_equals_naive_greedy(cfg, dtype, data):
     eos = ref[len(ref) // 2]
     cut = ref[: ref.index(eos) + 1]
     assert static_greedy(model, prompt, max_new, eos=eos, bucket=bucket) == cut
+    for stop, expected in ((None, ref), (eos, cut)):  # each step queued before the last token is read
+        assert queued_greedy(model, prompt, max_new, stop, bucket) == expected
+
+
+def queued_greedy(model, prompt, max_new, eos, bucket):
+    """greedy() with the static step of graphs (uncaptured) and queue_ahead, as Fast runs it."""
+    decoder = StaticDecoder(model)
+    runner = GraphRunner(decoder, "static", bucket)
+
+    def static(cache, ids):
+        length = runner.length_for(len(prompt) + max_new - 1)
+        decoder.load(cache, ids)
+        return lambda: (runner(length), decoder.token)[1]
+    with torch.inference_mode():
+        return greedy(model, prompt, max_new, eos, Clock("cpu"), static=static, queue_ahead=True).tokens
 
 
 def test_static_cache_holds_the_dynamic_cache():
@@ -233,15 +248,17 @@ def test_graphs_strategy_static_runtime_equals_naive(checkpoint, dtype, queue_ah
     assert [g.tokens for g in got_eos] == [g.tokens for g in ref_eos]
     assert any(len(g.tokens) < 40 for g in got_eos)  # EOS came inside a run of queued steps
     if queue_ahead:
-        assert [g.stats.get("steps_past_eos", 0) for g in got_eos] == [int(1 < len(g.tokens) < 40) for g in got_eos]  # not where the prefill's token was EOS
+        assert [g.stats.get("steps_past_end", 0) for g in got_eos] == [int(1 < len(g.tokens) < 40) for g in got_eos]  # not where the prefill's token was EOS
     for max_new in (1, 2):
         _, few = run("graphs", checkpoint, dtype=dtype, max_new=max_new, **options)
         assert [g.tokens for g in few] == [g.tokens[:max_new] for g in ref]
 
 
 def test_queue_ahead_needs_graphs():
-    with pytest.raises(ValueError, match="queue_ahead is an option of graphs"):
-        get_strategy("bf16", queue_ahead=True)
+    for name in ("bf16", "ss+half", "medusa"):
+        with pytest.raises(ValueError, match="queue_ahead is an option of graphs"):
+            get_strategy(name, queue_ahead=True)
+    assert get_strategy("ss+graphs", queue_ahead=True).queue_ahead and get_strategy("medusa+graphs", queue_ahead=True).queue_ahead
     with pytest.raises(ValueError, match="true or false"):
         get_strategy("graphs", queue_ahead="yes")
 
@@ -359,6 +376,8 @@ def test_medusa_graphs_on_cuda_equal_naive(checkpoint, tmp_path, runtime):
     strategy, got = run("medusa+graphs", checkpoint, "cuda", heads=tmp_path, runtime=runtime, bucket=64)
     assert [g.tokens for g in got] == [g.tokens for g in ref]
     assert strategy.runtime == runtime and strategy.setup_s > 0
+    _, queued = run("medusa+graphs", checkpoint, "cuda", heads=tmp_path, runtime=runtime, bucket=64, queue_ahead=True)
+    assert [g.tokens for g in queued] == [g.tokens for g in ref]
 
 
 @pytest.fixture(scope="module")
@@ -372,12 +391,16 @@ def ss_checkpoint(tmp_path_factory):
 
 
 @gpu
+@pytest.mark.parametrize("queue_ahead", [False, True])
 @pytest.mark.parametrize("runtime", ["cuda_graph", "torch.compile"])
-def test_ss_graphs_on_cuda_equal_naive(ss_checkpoint, runtime):
+def test_ss_graphs_on_cuda_equal_naive(ss_checkpoint, runtime, queue_ahead):
+    """queue_ahead: each verdict copied out behind its replay, before the next replay rewrites it."""
     _, ref = run("naive", ss_checkpoint, "cuda")
-    strategy, got = run("ss+graphs", ss_checkpoint, "cuda", topk="2,1,1", runtime=runtime, bucket=64)
+    strategy, got = run("ss+graphs", ss_checkpoint, "cuda", topk="2,1,1", runtime=runtime, bucket=64,
+                        queue_ahead=queue_ahead)
     assert [g.tokens for g in got] == [g.tokens for g in ref]
     assert strategy.runtime == runtime and strategy.setup_s > 0
+    assert all(("steps_past_end" in g.stats) is queue_ahead for g in got)
 
 
 @gpu

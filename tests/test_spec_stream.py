@@ -307,6 +307,34 @@ def test_trained_streams_are_accepted(counting_model):
     assert static.tokens == out.tokens and static.stats == out.stats
 
 
+@pytest.mark.parametrize("eos_id,max_new,past_end", [(None, 10, 0), (None, 12, 1), (13, 20, 1), (8, 12, None)])
+def test_static_steps_queued_ahead_decode_the_same(counting_model, eos_id, max_new, past_end):
+    """queue_ahead: the same tokens and statistics; a step is queued past the end unless the
+    tokens read leave one to make (10 = the prefill's 1 + 2 steps of 4 + 1: the third step surely
+    ends it; 12: it may not); at EOS the one after it was queued; EOS from the prefill queues nothing."""
+    model, _ = counting_model
+    with torch.inference_mode():
+        plain = StaticTreeDecoder(model, (1, 1, 1)).generate([5, 6, 7], max_new, eos_id, CLOCK)
+        decoder = StaticTreeDecoder(model, (1, 1, 1))
+        decoder.queue_ahead = True
+        ahead = decoder.generate([5, 6, 7], max_new, eos_id, CLOCK)
+    assert ahead.tokens == plain.tokens == greedy(model.base, [5, 6, 7], max_new, eos_id, CLOCK).tokens
+    assert ahead.stats.pop("steps_past_end", None) == past_end
+    assert ahead.stats == plain.stats and ahead.forward_calls == plain.forward_calls
+
+
+def test_queue_ahead_falls_back_where_a_queued_step_would_not_fit():
+    """A step queued after the last may write past the static cache's slots: then no queueing."""
+    model = random_model(gamma=3)
+    prompt = [1, 2, 3, 4, 5]
+    with torch.inference_mode():
+        decoder = StaticTreeDecoder(model, (1, 1, 1), max_len=len(prompt) + 10 - 1)
+        decoder.queue_ahead = True
+        out = decoder.generate(prompt, 10, None, CLOCK)
+    assert not decoder.room_ahead(len(prompt), 10) and decoder.room_ahead(len(prompt), 10 - 3)
+    assert out.tokens == greedy(model.base, prompt, 10, None, CLOCK).tokens and "steps_past_end" not in out.stats
+
+
 @pytest.mark.parametrize("eos_id,max_new,expected", [
     (10, 12, [8, 9, 10]),  # EOS inside the first step's accepted path: kept, then stop
     (None, 6, [8, 9, 10, 11, 12, 13]),  # max_new_tokens reached inside the second step's path

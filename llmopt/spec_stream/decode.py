@@ -76,9 +76,16 @@ class DraftLoop:
     limit: int
     nodes_per_depth: list[int]
     full_size: int
+    # a static decoder whose step drafts on the device may queue each step before the previous
+    # verdict is read (generate_ahead); it has a `verdict` tensor and read_verdict, and a `cache`
+    queue_ahead: bool = False
 
     def verified_depths(self, state) -> list[int] | None:
         return None
+
+    def read_verdict(self, verdict: list[int]) -> tuple[list[int], int]:
+        """A static step's verdict, read back: the tokens it emits and the accepted draft tokens."""
+        raise NotImplementedError
 
     def generate(self, prompt: list[int], max_new_tokens: int, eos_id: int | None, clock: Clock) -> Generation:
         """Greedy decoding; stops at EOS (kept) or max_new_tokens, truncating a step's tokens there."""
@@ -103,22 +110,17 @@ class DraftLoop:
         now = clock()
         out.forward_calls, out.forward_s, out.verify_s, out.ttft_s = 1, t_forward - start, now - t_forward, now - start
         done = tokens[-1] == eos_id or len(tokens) >= max_new_tokens
-        while not done:
-            inputs = self.step_inputs(state)
-            t_prepared = clock()
-            outputs = self.forward(state, *inputs)
-            t_forward = clock()
-            new, accepted = self.verify(state, inputs[0], *outputs)
+
+        def emit(new: list[int]) -> bool:
+            """A step's tokens, cut at EOS or max_new_tokens; True when the generation is done."""
             for token in new:
                 tokens.append(token)
                 if token == eos_id or len(tokens) >= max_new_tokens:
-                    done = True
-                    break
-            t_verified = clock()
-            out.prepare_s += t_prepared - now
-            out.forward_s += t_forward - t_prepared
-            out.verify_s += t_verified - t_forward
-            now = t_verified
+                    return True
+            return False
+
+        def count(accepted: int) -> None:
+            nonlocal whole_draft_steps
             out.forward_calls += 1
             accepted_per_step.append(accepted)
             for d in range(accepted):
@@ -131,9 +133,65 @@ class DraftLoop:
                 kept_per_step.append(1 + len(verified))
                 for depth in verified:
                     proposed_per_depth[depth - 1] += 1
+
+        if not done and self.queue_ahead and self.room_ahead(len(prompt), max_new_tokens):
+            self.generate_ahead(state, max_new_tokens - len(tokens), emit, count, out, clock)
+            done = True
+        while not done:
+            inputs = self.step_inputs(state)
+            t_prepared = clock()
+            outputs = self.forward(state, *inputs)
+            t_forward = clock()
+            new, accepted = self.verify(state, inputs[0], *outputs)
+            done = emit(new)
+            t_verified = clock()
+            out.prepare_s += t_prepared - now
+            out.forward_s += t_forward - t_prepared
+            out.verify_s += t_verified - t_forward
+            now = t_verified
+            count(accepted)
         for d, n in enumerate(self.nodes_per_depth):
             proposed_per_depth[d] += whole_draft_steps * n
         return out
+
+    def room_ahead(self, prompt_len: int, max_new_tokens: int) -> bool:
+        """Whether a step queued after the last one fits the static cache: the last step may emit
+        `depth` tokens past max_new_tokens, and the queued one writes its rows after them."""
+        return prompt_len + max_new_tokens - 1 + self.depth + self.rows <= self.cache.max_len
+
+    def generate_ahead(self, state, remaining: int, emit, count, out: Generation, clock: Clock) -> None:
+        """The steps after the prefill with each queued before the previous step's verdict is read
+        (as generation.decode_ahead does for plain steps): each verdict is copied into pinned memory
+        behind its step, so the host's turn overlaps the next step. The host knows the generation
+        is done only from a verdict, so the step queued after the last one runs too and is dropped
+        (`steps_past_end`), except where the tokens already read leave one to make, which the step
+        being read surely makes. All of it is forward_s: there are no per-phase syncs."""
+        cuda = self.verdict.is_cuda
+        log = torch.empty((remaining, self.verdict.numel()), dtype=self.verdict.dtype, pin_memory=cuda)
+        events = [torch.cuda.Event() for _ in range(2)] if cuda else []
+        made = len(out.tokens)  # tokens before this loop; a step emits at least one
+
+        def queue(k: int) -> None:
+            self.forward(state, *self.step_inputs(state))
+            log[k].copy_(self.verdict, non_blocking=True)
+            if events:
+                events[k % 2].record()
+
+        t0 = clock()
+        queue(0)
+        k, queued, done = 0, 1, False
+        while not done:
+            if len(out.tokens) - made + 1 < remaining:  # step k may leave tokens to make: queue k + 1
+                queue(k + 1)
+                queued += 1
+            if events:
+                events[k % 2].synchronize()
+            new, accepted = self.read_verdict(log[k].tolist())
+            done = emit(new)
+            count(accepted)
+            k += 1
+        out.forward_s += clock() - t0  # waits for a step queued past the end: the user waits for it too
+        out.stats["steps_past_end"] = queued - k
 
 
 class Loop(DraftLoop):

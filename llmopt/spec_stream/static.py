@@ -161,7 +161,10 @@ class StaticTreeStep:
 
     def verify(self, state, ids=None, *_) -> tuple[list[int], int]:
         """The step accepted and committed on the device: read its verdict, the tokens it emits."""
-        last, *predicted = self.verdict.tolist()  # the step's one host sync
+        return self.read_verdict(self.verdict.tolist())  # the step's one host sync
+
+    def read_verdict(self, verdict: list[int]) -> tuple[list[int], int]:
+        last, *predicted = verdict
         path = self.tree.paths[last]
         # an accepted token equals the prediction at its parent: the path's predictions are the output
         return [predicted[i] for i in path], len(path) - 1

@@ -15,7 +15,8 @@ from ..generation import Clock, greedy
 from ..models.gpt_neo import GPTNeo
 from ..models.static_cache import StaticDecoder
 from .base import Strategy
-from .techniques import Technique, check_device, flash_option, graph_options, pick_flash_provider, resolve_dtype
+from .techniques import (Technique, ahead_option, check_device, flash_option, graph_options,
+                         pick_flash_provider, resolve_dtype)
 
 # the kernel of the captured decode step per prefill provider: SDPA's flash kernel takes no mask,
 # so its static step runs the memory-efficient kernel
@@ -33,11 +34,7 @@ class Fast(Strategy):
         self.flash, self.graphs = technique.flash, technique.graphs
         self.provider = flash_option(technique, provider)
         self.graph_runtime, self.bucket, self.max_len = graph_options(technique, runtime, bucket, max_len)
-        if not isinstance(queue_ahead, bool):
-            raise ValueError(f"queue_ahead is true or false, not {queue_ahead!r}")
-        if queue_ahead and not technique.graphs:  # an eager step needs its token on the host to go on
-            raise ValueError(f"queue_ahead is an option of graphs, which {technique.label} lacks")
-        self.queue_ahead = queue_ahead
+        self.queue_ahead = ahead_option(technique, queue_ahead)
         self.attention_provider = "eager"
         self.runtime = "eager"
         self.decode_attention = "eager"

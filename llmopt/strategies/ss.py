@@ -22,7 +22,7 @@ from ..spec_stream.decode import Decoder, check_prune
 from ..spec_stream.model import SpecStreamModel
 from ..spec_stream.static import StaticTreeDecoder, check_pad_rows
 from .base import Strategy
-from .techniques import Technique, check_device, graph_options, parse_technique, resolve_dtype
+from .techniques import Technique, ahead_option, check_device, graph_options, parse_technique, resolve_dtype
 
 # the tree with the best geometric-mean speed-up over naive in the sweep (scripts/ss_sweep.py, NVIDIA
 # H100, 2026-11-26: E2E 1.78x / 2.79 accepted per step, Spider 1.43x / 2.17; docs/results/spec_stream)
@@ -52,18 +52,21 @@ class SpecStream(Strategy):
 
     def __init__(self, technique: Technique = SS, dtype=None, topk=DEFAULT_TOPK, max_depth: int | None = None,
                  prune: float = 0.0, runtime: str | None = None, bucket: int | None = None,
-                 max_len: int | None = None, pad_rows: int | None = None, tree_kernel: str | None = None):
+                 max_len: int | None = None, pad_rows: int | None = None, tree_kernel: str | None = None,
+                 queue_ahead: bool = False):
         """topk: tokens per stream at each depth of the draft tree; max_depth: cut the tree;
         prune: tree-pruning threshold (paper §3.2) on the early-exit probability of a draft token
         given its parent (0 = off); runtime / bucket / max_len: options of graphs (see capture.py);
         pad_rows: with graphs, pad the tree step's rows to a multiple of it (spec_stream/static.py);
-        tree_kernel: with flash2 and graphs, the captured step's attention kernel (TREE_KERNELS)."""
+        tree_kernel: with flash2 and graphs, the captured step's attention kernel (TREE_KERNELS);
+        queue_ahead: with graphs, queue each step before the previous verdict is read (DraftLoop.generate_ahead)."""
         self.technique = technique
         self.name = technique.name
         self.dtype = resolve_dtype(technique, dtype)
         self.graphs = technique.graphs
         self.graph_runtime, self.bucket, self.max_len = graph_options(technique, runtime, bucket, max_len)
         self.prune = check_prune(prune)
+        self.queue_ahead = ahead_option(technique, queue_ahead)
         if pad_rows is not None and not self.graphs:
             raise ValueError(f"pad_rows pads the static tree step of graphs, which {technique.label} lacks")
         self.pad_rows = check_pad_rows(pad_rows)
@@ -104,6 +107,7 @@ class SpecStream(Strategy):
         self.model.base.fuse_qkv()
         decoder = self.static_decoder(self.model, topk, self.max_len, self.pad_rows, self.decode_attention)
         decoder.runner = GraphRunner(decoder, self.graph_runtime, self.bucket)
+        decoder.queue_ahead = self.queue_ahead
         return decoder
 
     @torch.inference_mode()
@@ -120,5 +124,6 @@ class SpecStream(Strategy):
                  "extra_parameters": self.model.stream_embeddings.numel(),
                  "extra_parameter_bytes": self.model.stream_embeddings.numel() * self.model.stream_embeddings.element_size()}
         if self.graphs:
-            extra.update(graph_bucket=self.bucket, pad_rows=self.pad_rows, decode_attention=self.decode_attention)
+            extra.update(graph_bucket=self.bucket, pad_rows=self.pad_rows, decode_attention=self.decode_attention,
+                         queue_ahead=self.queue_ahead)
         return {**super().config(), **extra}
