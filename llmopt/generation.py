@@ -90,6 +90,7 @@ def decode_ahead(step: Step, out: Generation, max_new_tokens: int, eos_id: int |
     per-phase split: all of it is forward_s."""
     remaining = max_new_tokens - len(out.tokens)
     events, log = [], None
+    out.stats["steps_past_end"] = 0  # the step count is known: only EOS leaves one queued past the end
 
     def queue(k: int) -> None:
         nonlocal log

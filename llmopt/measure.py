@@ -232,6 +232,9 @@ def summarize(strategy: Strategy, workload: Workload, passes: list[list[tuple[Ge
         "samples": texts[:3],
     }
     record.update(speculative_stats(gens))
+    past_end = [g.stats["steps_past_end"] for g in gens if "steps_past_end" in g.stats]
+    if past_end:  # queue_ahead: steps that ran after the last one, their output dropped (one pass)
+        record["steps_past_end"] = sum(past_end)
     if measured is not None:
         record.update(timing_stats(measured))
     if reference is not None and record["match_naive"] < 1 and workload.checkpoint is not None:

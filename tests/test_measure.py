@@ -113,3 +113,17 @@ def test_an_interleaved_drafting_cell_records_its_paired_speed_up_over_its_twin(
     alone = tiny_session(tmp_path / "alone", techniques=["graphs", "pld"], kernel_count="off", interleave="off",
                          strategy_options={"graphs": {"runtime": "static"}}).measure_dataset("e2e_nlg", ["graphs", "pld"])
     assert "twin" not in alone["pld"]  # timed one after the other: no same-cycle rounds to pair
+
+
+def test_a_cell_queued_ahead_records_its_steps_past_the_end(tmp_path):
+    """queue_ahead through the benchmark: the same outputs as without it, the dropped steps counted."""
+    from test_kernel_count import tiny_session
+
+    records = {}
+    for ahead in (False, True):
+        bench = tiny_session(tmp_path / str(ahead), techniques=["graphs"], kernel_count="off", rounds=2,
+                             strategy_options={"graphs": {"runtime": "static", "queue_ahead": ahead}})
+        records[ahead] = bench.measure_dataset("e2e_nlg", ["graphs"])["graphs"]
+    assert records[True]["output_sha256"] == records[False]["output_sha256"]
+    assert records[True]["config"]["queue_ahead"] and not records[False]["config"]["queue_ahead"]
+    assert "steps_past_end" not in records[False] and 0 <= records[True]["steps_past_end"] <= records[True]["num_prompts"]
