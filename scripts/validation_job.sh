@@ -46,7 +46,8 @@
 #           (3) rounds: which kernel's tree step is cheapest (session 16: flex's kernels 1.46 ms a step against
 #           sdpa_efficient's 1.03; add flex to the list to see it again); first the CUDA tests of the tree kernels
 #           and scripts/attention_bench.py (one attention call of each kernel at the tree step's shapes)
-#   ahead   E2E, the captured cells $VALIDATION_AHEAD_TECHNIQUES (half+graphs,best,medusa+half+graphs) without and
+#   ahead   $VALIDATION_AHEAD_DATASET (e2e_nlg; its checkpoint from an earlier phase of this job if one trained it), the
+#           captured cells $VALIDATION_AHEAD_TECHNIQUES (half+graphs,best,medusa+half+graphs) without and
 #           with queue_ahead (each step queued before the previous token or verdict is read), one process each,
 #           alternately, $VALIDATION_AHEAD_RUNS (2) rounds: does it pay cell by cell, beyond the spread over processes?
 #           (session 17, size sweep and profile_step at 125m: 2-8% a step)
@@ -207,13 +208,13 @@ phase() {
         done
       done ;;
     ahead)
-      local ckpt i arm
-      ckpt=$(checkpoint_of "$JOB/train_e2e_nlg.log" 2>/dev/null)
-      [ -n "$ckpt" ] || { train e2e_nlg; ckpt=$(checkpoint_of "$JOB/train_e2e_nlg.log"); }
-      [ -n "$ckpt" ] || { echo "ahead: no checkpoint in $JOB/train_e2e_nlg.log" >&2; return; }
+      local d=${VALIDATION_AHEAD_DATASET:-e2e_nlg} ckpt i arm
+      ckpt=$(checkpoint_of "$JOB/train_$d.log" 2>/dev/null)
+      [ -n "$ckpt" ] || { train "$d"; ckpt=$(checkpoint_of "$JOB/train_$d.log"); }
+      [ -n "$ckpt" ] || { echo "ahead: no checkpoint in $JOB/train_$d.log" >&2; return; }
       for i in $(seq "${VALIDATION_AHEAD_RUNS:-2}"); do
         for arm in off on; do
-          python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets e2e_nlg ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} \
+          python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets "$d" ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} \
             --techniques "${VALIDATION_AHEAD_TECHNIQUES:-half+graphs,best,medusa+half+graphs}" \
             --strategy-options "{\"graphs\": {\"queue_ahead\": $([ $arm = on ] && echo true || echo false)}}" \
             --benchmark-json="$JOB/ahead_${arm}_$i.json" > "$JOB/ahead_${arm}_$i.log" 2>&1
