@@ -79,37 +79,45 @@ def decode_loop(step: Step, max_new_tokens: int, eos_id: int | None, clock: Cloc
     return out
 
 
+class ReadBehind:
+    """The values a run of queued steps leave in a device tensor, each copied behind the step that
+    wrote it into pinned host memory (slot k for the k-th step), so the host reads step k while
+    later steps run. Two events do: step k is read before step k + 2 is queued."""
+
+    def __init__(self, like: torch.Tensor, steps: int):
+        self.log = torch.empty((steps, like.numel()), dtype=like.dtype, pin_memory=like.is_cuda)
+        self.events = [torch.cuda.Event() for _ in range(2)] if like.is_cuda else []
+
+    def copy(self, k: int, tensor: torch.Tensor) -> None:
+        self.log[k].copy_(tensor.reshape(-1), non_blocking=True)
+        if self.events:
+            self.events[k % 2].record()
+
+    def read(self, k: int) -> list[int]:
+        if self.events:
+            self.events[k % 2].synchronize()  # step k is done; the steps queued after it run on
+        return self.log[k].tolist()
+
+
 def decode_ahead(step: Step, out: Generation, max_new_tokens: int, eos_id: int | None, clock: Clock) -> None:
     """The rest of a generation with every step queued before the previous step's token is read, so
     that the host's turn (reading a token back, launching the next replay) overlaps the device's
     step instead of standing between steps. Only for a step whose inputs never leave the device (a
     captured static step): the host needs no token to queue the next one. Each step's token is
-    copied into a pinned buffer behind it, before the next step overwrites it. When a token is
-    EOS, the step after it is already queued: it runs, is timed and counted in stats
-    (`steps_past_end`), and its token is dropped. Without host syncs between steps there is no
-    per-phase split: all of it is forward_s."""
+    copied out behind it (ReadBehind), before the next step overwrites it. When a token is EOS, the
+    step after it is already queued: it runs, is timed and counted in stats (`steps_past_end`),
+    and its token is dropped. Without host syncs between steps there is no per-phase split: all of
+    it is forward_s."""
     remaining = max_new_tokens - len(out.tokens)
-    events, log = [], None
     out.stats["steps_past_end"] = 0  # the step count is known: only EOS leaves one queued past the end
-
-    def queue(k: int) -> None:
-        nonlocal log
-        ids = step()
-        if log is None:  # pinned: the copy back runs behind the step on the device's queue
-            log = torch.empty(remaining, dtype=ids.dtype, pin_memory=ids.is_cuda)
-            events.extend(torch.cuda.Event() for _ in range(2) if ids.is_cuda)
-        log[k:k + 1].copy_(ids.reshape(-1), non_blocking=True)
-        if events:
-            events[k % 2].record()
-
     t0 = clock()
-    queue(0)
+    ids = step()
+    tokens = ReadBehind(ids, remaining)
+    tokens.copy(0, ids)
     for k in range(remaining):
         if k + 1 < remaining:
-            queue(k + 1)
-        if events:
-            events[k % 2].synchronize()  # step k's token is in the log; step k + 1 runs meanwhile
-        token = int(log[k])
+            tokens.copy(k + 1, step())
+        token = tokens.read(k)[0]
         out.tokens.append(token)
         out.forward_calls += 1
         if token == eos_id:

@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 
 from ..models.gpt_neo import KVCache
-from ..generation import Clock, Generation
+from ..generation import Clock, Generation, ReadBehind
 from .model import SpecStreamModel
 from .tree import DraftTree
 
@@ -77,7 +77,7 @@ class DraftLoop:
     nodes_per_depth: list[int]
     full_size: int
     # a static decoder whose step drafts on the device may queue each step before the previous
-    # verdict is read (generate_ahead); it has a `verdict` tensor and read_verdict, and a `cache`
+    # verdict is read (generate_ahead): it has a `verdict` tensor, read_verdict and room_ahead
     queue_ahead: bool = False
 
     def verified_depths(self, state) -> list[int] | None:
@@ -85,6 +85,10 @@ class DraftLoop:
 
     def read_verdict(self, verdict: list[int]) -> tuple[list[int], int]:
         """A static step's verdict, read back: the tokens it emits and the accepted draft tokens."""
+        raise NotImplementedError
+
+    def room_ahead(self, prompt_len: int, max_new_tokens: int) -> bool:
+        """Whether a step queued after the last one fits the decoder's static cache."""
         raise NotImplementedError
 
     def generate(self, prompt: list[int], max_new_tokens: int, eos_id: int | None, clock: Clock) -> Generation:
@@ -154,28 +158,19 @@ class DraftLoop:
             proposed_per_depth[d] += whole_draft_steps * n
         return out
 
-    def room_ahead(self, prompt_len: int, max_new_tokens: int) -> bool:
-        """Whether a step queued after the last one fits the static cache: the last step may emit
-        `depth` tokens past max_new_tokens, and the queued one writes its rows after them."""
-        return prompt_len + max_new_tokens - 1 + self.depth + self.rows <= self.cache.max_len
-
     def generate_ahead(self, state, remaining: int, emit, count, out: Generation, clock: Clock) -> None:
         """The steps after the prefill with each queued before the previous step's verdict is read
-        (as generation.decode_ahead does for plain steps): each verdict is copied into pinned memory
-        behind its step, so the host's turn overlaps the next step. The host knows the generation
+        (as generation.decode_ahead does for plain steps): each verdict is copied out behind its
+        step (ReadBehind), so the host's turn overlaps the next step. The host knows the generation
         is done only from a verdict, so the step queued after the last one runs too and is dropped
         (`steps_past_end`), except where the tokens already read leave one to make, which the step
         being read surely makes. All of it is forward_s: there are no per-phase syncs."""
-        cuda = self.verdict.is_cuda
-        log = torch.empty((remaining, self.verdict.numel()), dtype=self.verdict.dtype, pin_memory=cuda)
-        events = [torch.cuda.Event() for _ in range(2)] if cuda else []
+        verdicts = ReadBehind(self.verdict, remaining)
         made = len(out.tokens)  # tokens before this loop; a step emits at least one
 
         def queue(k: int) -> None:
             self.forward(state, *self.step_inputs(state))
-            log[k].copy_(self.verdict, non_blocking=True)
-            if events:
-                events[k % 2].record()
+            verdicts.copy(k, self.verdict)
 
         t0 = clock()
         queue(0)
@@ -184,9 +179,7 @@ class DraftLoop:
             if len(out.tokens) - made + 1 < remaining:  # step k may leave tokens to make: queue k + 1
                 queue(k + 1)
                 queued += 1
-            if events:
-                events[k % 2].synchronize()
-            new, accepted = self.read_verdict(log[k].tolist())
+            new, accepted = self.read_verdict(verdicts.read(k))
             done = emit(new)
             count(accepted)
             k += 1

@@ -163,6 +163,11 @@ class StaticTreeStep:
         """The step accepted and committed on the device: read its verdict, the tokens it emits."""
         return self.read_verdict(self.verdict.tolist())  # the step's one host sync
 
+    def room_ahead(self, prompt_len: int, max_new_tokens: int) -> bool:
+        """The last step may emit `depth` tokens past max_new_tokens, and a step queued after it
+        writes its rows after them: do they fit the cache's slots?"""
+        return prompt_len + max_new_tokens - 1 + self.depth + self.rows <= self.cache.max_len
+
     def read_verdict(self, verdict: list[int]) -> tuple[list[int], int]:
         last, *predicted = verdict
         path = self.tree.paths[last]

@@ -240,6 +240,17 @@ def graph_options(technique: Technique, runtime: str | None, bucket: int | None,
     return capture_options(runtime, bucket, max_len)
 
 
+def ahead_option(technique: Technique, queue_ahead: bool) -> bool:
+    """The queue_ahead option (generation.decode_ahead, DraftLoop.generate_ahead), validated: a
+    step can be queued before the previous one's token is read only when it needs nothing from the
+    host, i.e. a captured step."""
+    if not isinstance(queue_ahead, bool):
+        raise ValueError(f"queue_ahead is true or false, not {queue_ahead!r}")
+    if queue_ahead and not technique.graphs:  # an eager step needs its token on the host to go on
+        raise ValueError(f"queue_ahead is an option of graphs, which {technique.label} lacks")
+    return queue_ahead
+
+
 def flash_option(technique: Technique, provider: str | None) -> str:
     """The flash2 provider asked for (validated; "auto" by default)."""
     if provider is not None and not technique.flash:
@@ -251,17 +262,6 @@ def flash_option(technique: Technique, provider: str | None) -> str:
 
 
 # -- what the device allows, checked in prepare() before loading anything ---------------------------
-
-def ahead_option(technique: Technique, queue_ahead: bool) -> bool:
-    """The queue_ahead option (generation.decode_ahead, DraftLoop.generate_ahead), validated: a
-    step can be queued before the previous one's token is read only when it needs nothing from the
-    host, i.e. a captured step."""
-    if not isinstance(queue_ahead, bool):
-        raise ValueError(f"queue_ahead is true or false, not {queue_ahead!r}")
-    if queue_ahead and not technique.graphs:  # an eager step needs its token on the host to go on
-        raise ValueError(f"queue_ahead is an option of graphs, which {technique.label} lacks")
-    return queue_ahead
-
 
 def check_device(technique: Technique, runtime: str, device: torch.device) -> None:
     """flash2 and captured graphs need a CUDA GPU: say so before loading anything."""
