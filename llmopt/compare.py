@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import NormalDist, median
@@ -34,7 +35,11 @@ from scipy.stats import mannwhitneyu
 
 from .checkpoints import FINGERPRINT_KEY
 
-Cell = tuple[str, str]  # (dataset, technique)
+Cell = tuple[str, str]  # (column, technique); the column is the dataset, at another shape `dataset@shape`
+
+# The CPU and GPU default shapes: their cells keep the dataset's bare name. A cell of another shape
+# names it, so that one run holds E2E at 125m and at 1.3b, and a 1.3b run compares with a 1.3b run.
+UNNAMED_SHAPES = ("tiny", "125m")
 
 # A cell measured on another workload is not comparable: its speed and its hash differ by design.
 WORKLOAD_KEYS = ("model", "objective", "num_prompts", "max_new_tokens")
@@ -66,7 +71,7 @@ class Run:
         for r in self.records:
             if r.get("simulated") or "dataset" not in r or "technique" not in r:
                 continue  # not a measured cell of the matrix
-            key = (r["dataset"], r["technique"])
+            key = (column(r), r["technique"])
             if key in self.cells:
                 raise ValueError(f"{self.name}: two records for {key[0]}/{key[1]}")
             self.cells[key] = r
@@ -85,7 +90,7 @@ class Run:
     def with_remeasured(self, records: list[dict]) -> Run:
         """This run with re-measured cells (`records`, as the measurement writes them) in place of
         its own: the gate's final verdict on `suspects` is made on the new samples."""
-        new = {(r["dataset"], r["technique"]) for r in records}
+        new = {(column(r), r["technique"]) for r in records}
         if unknown := new - self.cells.keys():
             raise ValueError(f"{self.name}: re-measured cells it never measured: "
                              f"{', '.join(map(_name, sorted(unknown)))}")
@@ -93,6 +98,22 @@ class Run:
         kept = [r for r in self.records if id(r) not in replaced]
         return Run(f"{self.name} (re-measured {', '.join(map(_name, sorted(new)))})", self.machine_info,
                    self.datetime, kept + list(records), self.commit)
+
+
+def column(record: dict) -> str:
+    """The matrix column a record fills: its dataset, with its shape beside it (`e2e_nlg@1.3b`)
+    unless that is a default one."""
+    shape = record["shape"] if "shape" in record else _trained_shape(record)
+    return record["dataset"] if shape in (None, *UNNAMED_SHAPES) else f"{record['dataset']}@{shape}"
+
+
+def _trained_shape(record: dict) -> str | None:
+    """The shape of a record saved before records carried it, read from its checkpoint's name
+    (`train.checkpoint_dir`: dataset-shape-objective-key); None for a checkpoint made elsewhere."""
+    prefix = f"{record['dataset']}-"
+    name = record.get("checkpoint") or ""
+    shape = name[len(prefix):].split("-")[0] if name.startswith(prefix) else ""
+    return shape if re.fullmatch(r"tiny|\d+(\.\d+)?[mb]", shape) else None
 
 
 def load_run(path: str | Path) -> Run:

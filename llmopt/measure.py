@@ -51,6 +51,14 @@ class Workload:
     tokenizer: object
     fingerprint: str | None = None  # checkpoint_sha256 of the weights: outputs compare only between equal ones
 
+    @property
+    def shape(self) -> str | None:
+        """The model's shape: the one asked for, else the one its checkpoint was trained at (None
+        for a checkpoint made elsewhere)."""
+        if self.model in SHAPES:
+            return self.model
+        return recorded(self.checkpoint).get("recipe", {}).get("shape") if self.checkpoint else None
+
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -201,6 +209,7 @@ def summarize(strategy: Strategy, workload: Workload, passes: list[list[tuple[Ge
         "dataset": workload.dataset,
         "technique": strategy.name,
         "model": workload.model,
+        "shape": workload.shape,
         "objective": workload.objective,
         "checkpoint": workload.checkpoint.name if workload.checkpoint else None,
         "num_prompts": len(outputs),
@@ -527,9 +536,7 @@ class Bench:
         if ("sps" not in parts or "draft" in given) and ("medusa" not in parts or "heads" in given):
             return {}  # nothing to draft with, or the user's own
         workload = self.workload(dataset)
-        # the target's shape names the drafter's checkpoint: a shape given, else the one it was trained at
-        shape = (workload.model if workload.model in SHAPES
-                 else recorded(workload.checkpoint).get("recipe", {}).get("shape", "125m"))
+        shape = workload.shape or "125m"  # the target's shape names the drafter's checkpoint
 
         def trained(recipe):
             return str(ensure_trained(dataset, recipe, data_dir=s.data_dir, device=s.device))

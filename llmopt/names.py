@@ -11,15 +11,25 @@ from .strategies.techniques import DRAFTING, parse_technique, technique_parts
 DATASET_TITLES = {"spider": "Spider", "dialogsum": "DialogSum", "e2e_nlg": "E2E-NLG"}
 
 
+def title(column: str) -> str:
+    """A column's title: its dataset's, with a shape that is not the default (`E2E-NLG, 1.3b`)."""
+    dataset, _, shape = column.partition("@")
+    return DATASET_TITLES.get(dataset, dataset) + (f", {shape}" if shape else "")
+
+
 def slug(name: str) -> str:
     """A file-name-safe form of a GPU or run name."""
     return re.sub(r"[^A-Za-z0-9.-]+", "-", name).strip("-")
 
 
 def datasets(runs: list[Run]) -> list[str]:
-    """Known datasets in the project's order, then any others as they appear."""
+    """The runs' columns: known datasets in the project's order, each before its other shapes, then
+    any others as they appear."""
     seen = dict.fromkeys(d for run in runs for d, _ in run.cells)
-    return [d for d in DATASET_TITLES if d in seen] + [d for d in seen if d not in DATASET_TITLES]
+    order = list(DATASET_TITLES)
+    known = sorted((d for d in seen if d.partition("@")[0] in DATASET_TITLES),
+                   key=lambda d: (order.index(d.partition("@")[0]), "@" in d))
+    return known + [d for d in seen if d.partition("@")[0] not in DATASET_TITLES]
 
 
 def parts(technique: str) -> set[str]:

@@ -11,8 +11,8 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .compare import Run
-from .names import DATASET_TITLES, datasets, drafting, techniques
+from .compare import Run, column
+from .names import datasets, drafting, techniques, title
 
 STEP_PARTS = (("step_prepare_s", "draft (tree, masks, a draft model's forwards)", "#f2a541"),
               ("step_forward_s", "forward", "#3d6fb6"),
@@ -48,7 +48,7 @@ def acceptance_plot(run: Run, path: str | Path) -> Path:
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, dataset in zip(axes, names):
         cells = [r for (d, _), r in run.cells.items() if d == dataset]
-        simulated = sorted((r for r in run.records if r.get("simulated") and r.get("dataset") == dataset),
+        simulated = sorted((r for r in run.records if r.get("simulated") and "dataset" in r and column(r) == dataset),
                            key=lambda r: (r["technique"], r["acceptance_ratio"]))
         top = max([r["tokens_per_s"] for r in cells + simulated], default=1.0)
         for r in cells:
@@ -67,7 +67,7 @@ def acceptance_plot(run: Run, path: str | Path) -> Path:
             ax.text(0.5, 0.06, "no speculative technique in this run", transform=ax.transAxes, ha="center",
                     color="0.4", fontsize=9)
         ax.set(xlim=(0, 1), ylim=(0, top * 1.15), xlabel="acceptance ratio (accepted / proposed draft tokens)",
-               ylabel="tokens/s", title=DATASET_TITLES.get(dataset, dataset or "no cells"))
+               ylabel="tokens/s", title=title(dataset) if dataset else "no cells")
         ax.grid(alpha=0.3)
     _legend(fig, axes)
     fig.suptitle(f"{run.gpu}: tokens/s against acceptance ratio\n(batch 1, greedy)")
@@ -112,7 +112,7 @@ def step_time_plot(run: Run, path: str | Path) -> Path:
         for i, total in enumerate(bottom):
             ax.annotate(f"{total:.2f}", (i, total), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=8)
         ax.set_xticks(list(x), [r["technique"] for r in cells], rotation=50, ha="right", rotation_mode="anchor")
-        ax.set(xlabel="technique", title=DATASET_TITLES.get(dataset, dataset or "no cells"))
+        ax.set(xlabel="technique", title=title(dataset) if dataset else "no cells")
         ax.grid(axis="y", alpha=0.3)
         top = max([top, *bottom])
     axes[0].set(ylabel="ms per step (one target forward)", ylim=(0, 1.12 * top or 1))

@@ -99,7 +99,8 @@ def pytest_sessionfinish(session, exitstatus):
         # a suspected regression is measured again, those cells only, before the gate fails
         session.config.get_terminal_writer().line(
             f"llmopt gate: re-measuring {', '.join('/'.join(c) for c in suspects)} before failing")
-        current = current.with_remeasured(bench.remeasure([c for c in suspects if c in current.cells]))
+        current = current.with_remeasured(
+            bench.remeasure([(current.cells[c]["dataset"], c[1]) for c in suspects if c in current.cells]))
         failures = compare.gate(current, gate.baseline, gate.tolerance, selected=selected)
     gate.summary = compare.render(current, gate.baseline, failures, gate.tolerance, selected=selected)
     gate.failed = bool(failures)

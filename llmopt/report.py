@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from .compare import Run, load_run
-from .names import DATASET_TITLES, datasets, drafting, parts, slug, techniques
+from .names import datasets, drafting, parts, slug, techniques, title
 from .strategies.techniques import plain_twin as techniques_plain_twin
 
 QUALITY_TITLES = {"exact_match": "EM", "rouge_l": "ROUGE-L"}
@@ -42,7 +42,7 @@ def _label(run: Run, technique: str) -> str:
 
 def _grid(run: Run, names: list[str], cell_text) -> list[str]:
     """Rows = techniques, columns = datasets."""
-    lines = ["| technique | " + " | ".join(DATASET_TITLES.get(d, d) for d in names) + " |",
+    lines = ["| technique | " + " | ".join(title(d) for d in names) + " |",
              "|---" + "|---:" * len(names) + "|"]
     for t in techniques([run]):
         lines.append(f"| {_label(run, t)} | " + " | ".join(
@@ -80,7 +80,7 @@ def _details(run: Run, names: list[str]) -> list[str]:
             match = r.get("match_naive")
             quality = (f"{QUALITY_TITLES.get(r['quality_metric'], r['quality_metric'])} {r['quality']:.1f}"
                        if r.get("quality_metric") else "–")
-            lines.append(f"| {t} | {DATASET_TITLES.get(d, d)} | {r['mean_accepted_tokens']:.2f} | {'–' if acceptance is None else f'{acceptance:.2f}'} | "
+            lines.append(f"| {t} | {title(d)} | {r['mean_accepted_tokens']:.2f} | {'–' if acceptance is None else f'{acceptance:.2f}'} | "
                          f"{'–' if peak is None else f'{peak / 2**20:.0f}'} | {quality} | "
                          f"{'–' if match is None else f'{match:.2f}'} | {_maybe(r.get('bandwidth_floor_fraction'), '.2f')} | "
                          f"{_maybe(r.get('kernels_per_token'), '.0f')} | {_maybe(r.get('device_busy_fraction'), '.2f')} |")
@@ -135,7 +135,7 @@ def peers(run: Run, names: list[str]) -> list[str]:
                 continue
             over_twin = _over_twin(run, (d, t))
             seconds = [r.get("checkpoint_train_time_s"), r.get("drafter_train_time_s")]
-            lines.append(f"| {DATASET_TITLES.get(d, d)} | {_label(run, t)} | {r['tokens_per_s']:.1f} | {_speedup(run, (d, t))} | "
+            lines.append(f"| {title(d)} | {_label(run, t)} | {r['tokens_per_s']:.1f} | {_speedup(run, (d, t))} | "
                          f"{over_twin} | {r['mean_accepted_tokens']:.2f} | "
                          f"{_extra(r)} | "
                          + " | ".join("–" if x is None else f"{x:.0f} s" for x in seconds) + " |")
@@ -183,7 +183,7 @@ def across_gpus(runs: list[Run]) -> list[str]:
                 continue
             values = [f"{run.cells[d, t]['tokens_per_s']:.1f} ({_speedup(run, (d, t))})" if (d, t) in run.cells else "–"
                       for run in runs]
-            lines.append(f"| {t} | {DATASET_TITLES.get(d, d)} | " + " | ".join(values) + " |")
+            lines.append(f"| {t} | {title(d)} | " + " | ".join(values) + " |")
     return lines + [""]
 
 
@@ -253,8 +253,8 @@ def join_simulated(runs: list[Run], records: list[dict]) -> None:
     """Add a simulated sweep's records to the runs they belong to: those with a measured cell of the
     same dataset and checkpoint (the sweep ran that model), or the only run given."""
     for r in records:
-        home = [run for run in runs if any(c.get("checkpoint") == r.get("checkpoint") and d == r.get("dataset")
-                                           for (d, _), c in run.cells.items())] if r.get("checkpoint") else []
+        home = [run for run in runs if any(c.get("checkpoint") == r.get("checkpoint") and c["dataset"] == r.get("dataset")
+                                           for c in run.cells.values())] if r.get("checkpoint") else []
         if not home and len(runs) == 1:
             home = runs
         if not home:

@@ -171,6 +171,23 @@ def test_merge_joins_a_split_matrix_and_refuses_overlaps_and_other_gpus(tmp_path
     assert "refusing" in capsys.readouterr().err and not (tmp_path / "y.json").exists()
 
 
+def test_one_run_holds_a_dataset_at_two_shapes_in_columns_of_their_own(tmp_path, capsys):
+    small = [cell("e2e_nlg", t, rate, shape="125m") for t, rate in (("naive", 200.0), ("ss", 350.0))]
+    # saved before records carried their shape: read from the checkpoint's name (train.checkpoint_dir)
+    large = [cell("e2e_nlg", t, rate, checkpoint="e2e_nlg-1.3b-ss-03c390ade820") for t, rate in (("naive", 120.0), ("ss", 130.0))]
+    parts = [saved_run(tmp_path / "small.json", small), saved_run(tmp_path / "large.json", large)]
+    out = tmp_path / "merged.json"
+    assert cli.main(["merge", *map(str, parts), "--out", str(out)]) == 0, capsys.readouterr().err
+    merged = compare.load_run(out)
+    assert set(merged.cells) == {("e2e_nlg", "naive"), ("e2e_nlg", "ss"), ("e2e_nlg@1.3b", "naive"), ("e2e_nlg@1.3b", "ss")}
+    assert compare.speedups(merged, ("e2e_nlg@1.3b", "ss"))[0] == pytest.approx(130 / 120, rel=0.05)
+    # a 1.3b run compares with the 1.3b cells only; a checkpoint made elsewhere keeps the bare name
+    alone = compare.load_run(saved_run(tmp_path / "alone.json", [cell("e2e_nlg", "ss", 130.0, shape="1.3b")]))
+    assert [row.cell for row in compare.judge(alone, merged).rows] == [("e2e_nlg@1.3b", "ss")]
+    assert compare.column(cell("spider", "naive", 1.0, checkpoint="my-finetune")) == "spider"
+    assert compare.column(cell("spider", "naive", 1.0, shape=None, checkpoint="spider-2.7b-lm-abc")) == "spider"
+
+
 # Speed verdicts on per-round samples: what a gate is validated on (README, "Measurement noise
 # and the gate": identical reruns pass, an injected slowdown fails).
 

@@ -87,6 +87,12 @@ def test_a_record_says_what_training_its_checkpoint_took(tmp_path):
     (tmp_path / "llmopt.json").write_text(json.dumps({"train_time_s": 115.0}))
     work = dataclasses.replace(workload(outputs), checkpoint=tmp_path)
     assert measure.summarize(Fake(), work, passes)["checkpoint_train_time_s"] == 115.0
+    # and the shape it was trained at, which names its column beside the default shape's
+    assert measure.summarize(Fake(), work, passes)["shape"] == "tiny"  # the shape asked for
+    given = dataclasses.replace(work, model=str(tmp_path))  # a directory: the shape it was trained at, if ours
+    assert measure.summarize(Fake(), given, passes)["shape"] is None
+    (tmp_path / "llmopt.json").write_text(json.dumps({"recipe": {"shape": "1.3b"}}))
+    assert measure.summarize(Fake(), given, passes)["shape"] == "1.3b"
 
 
 def test_a_drafting_cells_plain_captured_twin():

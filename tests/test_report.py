@@ -178,6 +178,14 @@ def test_the_peers_table_weighs_each_drafting_method_against_naive_and_its_plain
     assert "its peers" not in report.markdown([load_run(saved_run(tmp_path / "plain.json", records[:3] + records[7:8]))])
 
 
+def test_a_dataset_at_another_shape_is_a_column_titled_with_it(tmp_path):
+    records = [cell("e2e_nlg", "naive", 200.0), cell("spider", "naive", 250.0),
+               cell("e2e_nlg", "naive", 120.0, shape="1.3b"), cell("e2e_nlg", "half+graphs", 360.0, shape="1.3b")]
+    text = report.markdown([load_run(saved_run(tmp_path / "run.json", records))])
+    assert "| technique | Spider | E2E-NLG | E2E-NLG, 1.3b |" in text
+    assert "| half+graphs (fp32) | – | – | 360.0 (342–374) |" in text and "| half+graphs (fp32) | – | – | 3.00× |" in text
+
+
 def test_the_speed_up_is_the_recorded_paired_one_where_a_run_has_it(tmp_path):
     """The gate's statistic (the median of same-cycle ratios) where the record holds it, as the
     terminal summary prints it; the ratio of the medians only for runs that predate it."""
