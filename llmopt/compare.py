@@ -103,8 +103,11 @@ class Run:
 def column(record: dict) -> str:
     """The matrix column a record fills: its dataset, with its shape beside it (`e2e_nlg@1.3b`)
     unless that is a default one."""
-    shape = record["shape"] if "shape" in record else _trained_shape(record)
-    return record["dataset"] if shape in (None, *UNNAMED_SHAPES) else f"{record['dataset']}@{shape}"
+    return column_of(record["dataset"], record["shape"] if "shape" in record else _trained_shape(record))
+
+
+def column_of(dataset: str, shape: str | None) -> str:
+    return dataset if shape in (None, *UNNAMED_SHAPES) else f"{dataset}@{shape}"
 
 
 def _trained_shape(record: dict) -> str | None:
@@ -157,10 +160,16 @@ class Failure:
     message: str
 
 
-def selected_by(datasets, techniques) -> Callable[[Cell], bool]:
-    """`gate`'s `selected` for a run that asked for these datasets and techniques."""
+def selected_by(datasets, techniques, shape: str | None = None) -> Callable[[Cell], bool]:
+    """`gate`'s `selected` for a run that asked for these datasets (or columns) and techniques, at
+    this model shape (None: at any)."""
     datasets, techniques = set(datasets), set(techniques)
-    return lambda cell: cell[0] in datasets and cell[1] in techniques
+
+    def selected(cell: Cell) -> bool:
+        dataset = cell[0].partition("@")[0]
+        return ((dataset in datasets or cell[0] in datasets) and cell[1] in techniques
+                and (shape is None or cell[0] == column_of(dataset, shape)))
+    return selected
 
 
 def only_in(run: Run, other: Run) -> list[Cell]:

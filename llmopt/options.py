@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from . import data, timing
+from . import compare, data, timing
+from .models.gpt_neo import SHAPES
 from .strategies import (expand_techniques, get_strategy, parse_technique, technique_objective, technique_parts,
                          validate_technique)
 
@@ -234,8 +235,9 @@ class Settings:
         return found
 
     def selected(self, cell: tuple[str, str]) -> bool:
-        """Whether this session asked for the (dataset, technique) cell."""
-        return cell[0] in self.datasets and cell[1] in self.techniques
+        """Whether this session asked for the (column, technique) cell: its dataset, its technique
+        and, where the model is given as a shape, that shape."""
+        return compare.selected_by(self.datasets, self.techniques, self.model if self.model in SHAPES else None)(cell)
 
 
 def settings(values) -> Settings:
