@@ -51,6 +51,10 @@
 #           with queue_ahead (each step queued before the previous token or verdict is read), one process each,
 #           alternately, $VALIDATION_AHEAD_RUNS (2) rounds: does it pay cell by cell, beyond the spread over processes?
 #           (session 17, size sweep and profile_step at 125m: 2-8% a step)
+#   ab      $VALIDATION_AB_DATASET (e2e_nlg; its checkpoint as ahead finds it), the cells $VALIDATION_AB_TECHNIQUES (best)
+#           under the strategy options $VALIDATION_AB_OFF ({}) and $VALIDATION_AB_ON (required), as ahead runs
+#           its arms: e.g. VALIDATION_AB_ON='{"ss": {"tree_kernel": "sdpa_cudnn"}}' (session 18: its tree step
+#           1.02-1.06 ms against the default kernel's 1.26-1.33) before it becomes best's default
 #   residue scripts/profiler_residue.py, arms profiled and control alternately in new processes
 #           ($VALIDATION_RESIDUE_RUNS (3) of each): does a finished profiler session slow its process?
 # usage: setsid nohup scripts/validation_job.sh [PHASE...] > /tmp/job.log 2>&1 &   (default: all)
@@ -76,6 +80,23 @@ cli_bench() {  # `llmopt bench` with the local data into $JOB/$1.{json,out,err},
   echo "exit $?" >> "$JOB/$name.out"
 }
 pack() { tar czf "$JOB.tgz.tmp" -C "$JOB" . && mv "$JOB.tgz.tmp" "$JOB.tgz"; }
+ab() {  # NAME DATASET TECHNIQUES OFF_OPTIONS ON_OPTIONS RUNS: `pytest bench` of the cells under each arm's
+  # --strategy-options, one process each, off and on alternately, into $JOB/NAME_{off,on}_I.{json,log};
+  # the dataset's checkpoint from an earlier phase of this job if one trained it
+  local name=$1 d=$2 techniques=$3 off=$4 on=$5 runs=$6 ckpt i arm options
+  ckpt=$(checkpoint_of "$JOB/train_$d.log" 2>/dev/null)
+  [ -n "$ckpt" ] || { train "$d"; ckpt=$(checkpoint_of "$JOB/train_$d.log"); }
+  [ -n "$ckpt" ] || { echo "$name: no checkpoint in $JOB/train_$d.log" >&2; return; }
+  for i in $(seq "$runs"); do
+    for arm in off on; do
+      options=$off; [ $arm = on ] && options=$on
+      python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets "$d" ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} \
+        --techniques "$techniques" --strategy-options "$options" \
+        --benchmark-json="$JOB/${name}_${arm}_$i.json" > "$JOB/${name}_${arm}_$i.log" 2>&1
+      pack
+    done
+  done
+}
 
 phase() {
   echo "=== $1 $(date -u +%H:%M:%S)"
@@ -208,19 +229,11 @@ phase() {
         done
       done ;;
     ahead)
-      local d=${VALIDATION_AHEAD_DATASET:-e2e_nlg} ckpt i arm
-      ckpt=$(checkpoint_of "$JOB/train_$d.log" 2>/dev/null)
-      [ -n "$ckpt" ] || { train "$d"; ckpt=$(checkpoint_of "$JOB/train_$d.log"); }
-      [ -n "$ckpt" ] || { echo "ahead: no checkpoint in $JOB/train_$d.log" >&2; return; }
-      for i in $(seq "${VALIDATION_AHEAD_RUNS:-2}"); do
-        for arm in off on; do
-          python3 -m pytest bench -q -p no:cacheprovider --model "$ckpt" --datasets "$d" ${VALIDATION_SMALL:-} ${VALIDATION_NEW:-} \
-            --techniques "${VALIDATION_AHEAD_TECHNIQUES:-half+graphs,best,medusa+half+graphs}" \
-            --strategy-options "{\"graphs\": {\"queue_ahead\": $([ $arm = on ] && echo true || echo false)}}" \
-            --benchmark-json="$JOB/ahead_${arm}_$i.json" > "$JOB/ahead_${arm}_$i.log" 2>&1
-          pack
-        done
-      done ;;
+      ab ahead "${VALIDATION_AHEAD_DATASET:-e2e_nlg}" "${VALIDATION_AHEAD_TECHNIQUES:-half+graphs,best,medusa+half+graphs}" \
+        '{"graphs": {"queue_ahead": false}}' '{"graphs": {"queue_ahead": true}}' "${VALIDATION_AHEAD_RUNS:-2}" ;;
+    ab)
+      ab ab "${VALIDATION_AB_DATASET:-e2e_nlg}" "${VALIDATION_AB_TECHNIQUES:-best}" "${VALIDATION_AB_OFF:-{\}}" \
+        "${VALIDATION_AB_ON:?ab: set VALIDATION_AB_ON to the strategy options of the on arm}" "${VALIDATION_AB_RUNS:-2}" ;;
     residue)
       mkdir -p "$JOB/residue"
       for i in $(seq "${VALIDATION_RESIDUE_RUNS:-3}"); do
