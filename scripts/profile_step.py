@@ -4,16 +4,16 @@
     python3 scripts/profile_step.py [--techniques naive,ss] [--shape 125m] [--vocab 8192]
         [--prompt-len 600] [--new-tokens 64] [--gamma 4] [--stream-layers N] [--topk 2,2,1,1]
         [--device cuda] [--shapes] [--json out.json] [--runtime cuda_graph] [--pad-rows 16]
-        [--tree-kernel flex] [--queue-ahead]
+        [--decode-kernel sdpa_cudnn] [--queue-ahead]
 
 The model is a random GPT-Neo of --shape with random stream embeddings and Medusa heads (speed per step does not
 depend on what the weights say; acceptance does, so steps, not tokens, are the unit here). Per
 technique: one warm-up generate, then one timed generate (wall per forward call) and one profiled
 generate: total host time of the ops, total device time of the kernels, host launches per step
 (a CUDA graph is one), device kernels per step (llmopt.hardware.device_kernels: a graph's kernels
-each) and the top kernels by device time. --runtime / --pad-rows / --tree-kernel: options of the graphs
-techniques (pad-rows: ss+graphs only; tree-kernel: ss+flash2+graphs, i.e. best, only), e.g.
-`--techniques ss+graphs --pad-rows 16` or `--techniques best --tree-kernel eager` against the default.
+each) and the top kernels by device time. --runtime / --pad-rows / --decode-kernel: options of the graphs
+techniques (pad-rows: ss+graphs only; decode-kernel: the flash2 ones, flash2+graphs and best), e.g.
+`--techniques ss+graphs --pad-rows 16` or `--techniques best --decode-kernel eager` against the default.
 --queue-ahead: the graphs techniques (plain, ss, medusa) queue each step before the previous token or
 verdict is read (generation.decode_ahead, DraftLoop.generate_ahead), so the host's turn between
 replays can hide behind the device's step.
@@ -52,15 +52,15 @@ from llmopt.strategies import parse_technique, technique_objective, technique_pa
 
 def profile_technique(technique: str, checkpoint: Path, device: str, prompt: list[int], new_tokens: int,
                       topk: str, top: int = 12, shapes: bool = False, runtime: str | None = None,
-                      pad_rows: int | None = None, trace: Path | None = None, tree_kernel: str | None = None,
+                      pad_rows: int | None = None, trace: Path | None = None, decode_kernel: str | None = None,
                       queue_ahead: bool = False) -> dict:
     ss = technique_objective(technique) == "ss"
     options = {"topk": topk} if ss else {}
     parsed = parse_technique(technique)
     if parsed.graphs:
         options.update(runtime=runtime, **({"pad_rows": pad_rows} if ss else {}))
-        if ss and parsed.flash and tree_kernel:
-            options["tree_kernel"] = tree_kernel
+        if parsed.flash and decode_kernel and parsed.drafting in (None, "ss"):
+            options["decode_kernel"] = decode_kernel
         if queue_ahead and parsed.drafting in (None, "ss", "medusa"):  # pld and sps have no such option
             options["queue_ahead"] = True
     strategy = get_strategy(technique, **options)
@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--runtime", help="graphs runtime (cuda_graph, torch.compile; default cuda_graph)")
     parser.add_argument("--pad-rows", type=int, help="ss+graphs: pad the tree step's rows to a multiple of this")
-    parser.add_argument("--tree-kernel", help="best (ss+flash2+graphs): the tree step's attention kernel "
+    parser.add_argument("--decode-kernel", help="flash2+graphs and best (ss+flash2+graphs): the captured step's attention kernel "
                                               "(sdpa_efficient, the default, eager, sdpa_cudnn or flex)")
     parser.add_argument("--queue-ahead", action="store_true",
                         help="graphs techniques (plain, ss, medusa): queue each step before the previous one is read")
@@ -148,7 +148,7 @@ def main() -> None:
         for technique in techniques:
             row = profile_technique(technique, Path(tmp), args.device, prompt, args.new_tokens, args.topk,
                                     shapes=args.shapes, runtime=args.runtime, pad_rows=args.pad_rows, trace=args.trace,
-                                    tree_kernel=args.tree_kernel, queue_ahead=args.queue_ahead)
+                                    decode_kernel=args.decode_kernel, queue_ahead=args.queue_ahead)
             rows.append(row)
             print(f"{technique:>20}: {row['wall_ms_per_step']:.3f} ms/step wall, {row['device_ms_per_step']:.3f} ms "
                   f"kernels, {row['launches_per_step']:.0f} launches/step, {row['device_kernels_per_step']:.0f} device "

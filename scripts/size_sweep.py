@@ -4,7 +4,7 @@ memory-bandwidth floor measured in the same run (where half precision and graphs
     python3 scripts/size_sweep.py --out results.json [--shapes 125m,1.3b,2.7b]
         [--techniques naive,half,flash2,half+graphs,flash2+graphs] [--new-tokens 128] [--prompt-len 64]
         [--runs 3] [--device cuda] [--copy-mib 1024] [--runtime cuda_graph,torch.compile]
-        [--queue-ahead off|on|both]
+        [--queue-ahead off|on|both] [--decode-kernel sdpa_cudnn]
 
 Bandwidth: llmopt.hardware.copy_bandwidth, a --copy-mib buffer copied device-to-device (warm-up
 first, median of timed copies with CUDA events); bandwidth = (bytes read + bytes written) / time =
@@ -13,6 +13,8 @@ first, median of timed copies with CUDA events); bandwidth = (bytes read + bytes
 rows say which), so `--techniques half+graphs --runtime cuda_graph,torch.compile` compares them.
 --queue-ahead: the graphs techniques' queue_ahead option (each step queued before the previous token
 is read back: llmopt.generation.decode_ahead); "both" runs each graphs row without it, then with it.
+--decode-kernel: the captured flash2 steps' attention kernel (option decode_kernel; its rows' config
+says which ran: decode_attention); run the sweep with and without it to compare.
 Per shape: GPTNeo.random(make_config(shape), seed=0) is built on the device in fp16 (GPT-2 vocab) and
 saved to a temporary checkpoint (deleted after the shape); each technique's prepare() casts it to its
 own dtype. Per technique: one warm-up generate, then --runs timed generates of --new-tokens from a
@@ -58,7 +60,7 @@ from llmopt.models.gpt_neo import GPTNeo, make_config  # noqa: E402
 from llmopt.near_ties import first_divergence  # noqa: E402
 from llmopt.strategies import get_strategy  # noqa: E402
 from llmopt.generation import Clock  # noqa: E402
-from llmopt.strategies.techniques import parse_technique  # noqa: E402
+from llmopt.strategies.techniques import DECODE_KERNELS, parse_technique  # noqa: E402
 from llmopt.strategies.naive import Naive  # noqa: E402
 from llmopt.capture import capture_options  # noqa: E402
 
@@ -102,19 +104,21 @@ def runs_of(name: str, device: torch.device, runtimes: list[str], ahead: list[bo
     return [(r, a) for r in (["static"] if device.type != "cuda" else runtimes) for a in ahead]
 
 
-def options_of(runtime: str | None, args, ahead: bool | None = None) -> dict:
+def options_of(name: str, runtime: str | None, args, ahead: bool | None = None) -> dict:
     """A technique's options: with graphs, its runtime, queue_ahead and static cache slots (the
-    prompt and new tokens rounded up to a bucket: one graph to capture)."""
+    prompt and new tokens rounded up to a bucket: one graph to capture), and with flash2 too the
+    decode kernel asked for."""
     if runtime is None:
         return {}
+    kernel = {"decode_kernel": args.decode_kernel} if args.decode_kernel and "flash2" in parse_technique(name) else {}
     return {"runtime": runtime, "queue_ahead": bool(ahead),
-            "max_len": -(-(args.prompt_len + args.new_tokens) // 256) * 256}
+            "max_len": -(-(args.prompt_len + args.new_tokens) // 256) * 256, **kernel}
 
 
 def measure(name: str, ckpt: Path, prompt: list[int], args, device, bandwidth: float | None,
             runtime: str | None = None, ahead: bool | None = None) -> tuple[dict, list[int]]:
     """One technique (with graphs: on `runtime`, queue_ahead or not) on one checkpoint: its row and its tokens."""
-    strategy = get_strategy(name, **options_of(runtime, args, ahead))
+    strategy = get_strategy(name, **options_of(name, runtime, args, ahead))
     reset_peak_memory(device)
     strategy.prepare(ckpt, device)
     clock = Clock(device)
@@ -147,7 +151,7 @@ def count_kernels(rows: list[dict], ckpt: Path, prompt: list[int], args, device)
     session in this process would slow the techniques timed after it."""
     done = [r for r in rows if "error" not in r]
     job = kernel_count.Job(str(ckpt), str(device), prompt, args.new_tokens, None,
-                           [(r["technique"], options_of(r["runtime"], args, r.get("queue_ahead"))) for r in done])
+                           [(r["technique"], options_of(r["technique"], r["runtime"], args, r.get("queue_ahead"))) for r in done])
     for row, found in zip(done, kernel_count.count(job)):
         row["kernels_per_token"] = None if found is None else found.kernels_per_token
         if found is not None:
@@ -218,6 +222,8 @@ def main(argv=None):
                              "(cuda_graph, torch.compile; default cuda_graph)")
     parser.add_argument("--queue-ahead", choices=sorted(AHEAD), default="off",
                         help="the graphs techniques' queue_ahead option: off (default), on, or both in turn")
+    parser.add_argument("--decode-kernel", choices=DECODE_KERNELS,
+                        help="the captured flash2 steps' attention kernel (default: the technique's)")
     args = parser.parse_args(argv)
     runtimes = args.runtime.split(",")
     for runtime in runtimes:

@@ -53,8 +53,9 @@
 #           (session 17, size sweep and profile_step at 125m: 2-8% a step)
 #   ab      $VALIDATION_AB_DATASET (e2e_nlg; its checkpoint as ahead finds it), the cells $VALIDATION_AB_TECHNIQUES (best)
 #           under the strategy options $VALIDATION_AB_OFF ({}) and $VALIDATION_AB_ON (required), as ahead runs
-#           its arms: e.g. VALIDATION_AB_ON='{"ss": {"tree_kernel": "sdpa_cudnn"}}' (session 18: its tree step
-#           1.02-1.06 ms against the default kernel's 1.26-1.33) before it becomes best's default
+#           its arms: e.g. VALIDATION_AB_TECHNIQUES=flash2+graphs,best VALIDATION_AB_ON='{"flash2": {"decode_kernel":
+#           "sdpa_cudnn"}}' (session 18: best's tree step 1.02-1.06 ms on it against the default kernel's 1.26-1.33)
+#           before it becomes the default of the captured flash2 steps
 #   residue scripts/profiler_residue.py, arms profiled and control alternately in new processes
 #           ($VALIDATION_RESIDUE_RUNS (3) of each): does a finished profiler session slow its process?
 # usage: setsid nohup scripts/validation_job.sh [PHASE...] > /tmp/job.log 2>&1 &   (default: all)
@@ -219,12 +220,12 @@ phase() {
           --trace "$JOB/trace" --json "$JOB/idle_${t//+/-}.json" ${VALIDATION_IDLE:-} >> "$JOB/idle.log" 2>&1
       done ;;
     treekernel)
-      python3 -m pytest tests/test_fastpaths.py -q -rs -k "flex or tree_kernel" > "$JOB/treekernel_tests.log" 2>&1
+      python3 -m pytest tests/test_fastpaths.py -q -rs -k "flex or decode_kernel" > "$JOB/treekernel_tests.log" 2>&1
       python3 scripts/attention_bench.py --json "$JOB/attention_bench.json" > "$JOB/attention_bench.log" 2>&1
       local i kernel
       for i in $(seq "${VALIDATION_TREE_RUNS:-3}"); do
         for kernel in ${VALIDATION_TREE_KERNELS:-sdpa_efficient eager sdpa_cudnn}; do
-          python3 scripts/profile_step.py --shape "$SHAPE" --techniques best --tree-kernel "$kernel" --prompt-len 64 \
+          python3 scripts/profile_step.py --shape "$SHAPE" --techniques best --decode-kernel "$kernel" --prompt-len 64 \
             --new-tokens 128 --json "$JOB/tree_${kernel}_$i.json" ${VALIDATION_IDLE:-} >> "$JOB/treekernel.log" 2>&1
         done
       done ;;

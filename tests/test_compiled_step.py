@@ -189,7 +189,7 @@ def test_tree_step_compiles_once_per_bucket_and_decodes_like_greedy(pad_rows):
 @pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 @torch.inference_mode()
 def test_flex_tree_step_decodes_like_greedy_as_is_and_compiled():
-    """The tree step on FlexAttention (`tree_kernel="flex"` of best): greedy's tokens run as is
+    """The tree step on FlexAttention (`decode_kernel="flex"` of best): greedy's tokens run as is
     (flex's reference on the CPU) and traced into the compiled step, one graph per bucket; the
     prefill keeps the model's kernel."""
     model = ss_model()

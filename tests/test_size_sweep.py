@@ -27,3 +27,16 @@ def test_size_sweep_cpu(tmp_path):
     assert "flash2 needs a CUDA GPU" in rows["flash2"]["error"]
     table = out.with_suffix(".md").read_text()
     assert "| tiny | graphs | static |" in table and "| tiny | graphs | static ahead |" in table and "failed" in table
+
+
+def test_size_sweep_takes_a_decode_kernel_for_the_captured_flash2_rows(tmp_path, capsys):
+    out = tmp_path / "sweep.json"
+    sweep = load_script("size_sweep")
+    sweep.main(["--out", str(out), "--device", "cpu", "--shapes", "tiny", "--techniques", "graphs,flash2+graphs",
+                "--new-tokens", "4", "--prompt-len", "8", "--runs", "1", "--copy-mib", "16", "--decode-kernel", "sdpa_cudnn"])
+    rows = {r["technique"]: r for r in json.loads(out.read_text())["rows"]}
+    assert "decode_kernel" not in rows["graphs"]["config"] and rows["graphs"]["match"] is True  # not flash2: untouched
+    assert "flash2 needs a CUDA GPU" in rows["flash2+graphs"]["error"]  # the option itself was accepted
+    args = sweep.argparse.Namespace(prompt_len=8, new_tokens=4, decode_kernel="sdpa_cudnn")
+    assert sweep.options_of("flash2+graphs", "cuda_graph", args)["decode_kernel"] == "sdpa_cudnn"
+    assert "decode_kernel" not in sweep.options_of("half+graphs", "cuda_graph", args)

@@ -1,5 +1,7 @@
 """Composed techniques without drafting (`Fast`): any combination of a precision, flash2 and graphs,
 e.g. `bf16`, `flash2`, `half+graphs`, `flash2+graphs` (the grammar: strategies/techniques.py).
+Option `decode_kernel` of `flash2+graphs`: the captured step's attention kernel (techniques.DECODE_KERNELS;
+default flash_attn's where it is installed, else SDPA's memory-efficient kernel).
 
 Every one decodes through the one greedy loop (llmopt/generation.py). Prefill runs the ordinary
 forward (through Band masks with flash2) on a dynamic cache; without graphs the decode steps do
@@ -15,8 +17,8 @@ from ..generation import Clock, greedy
 from ..models.gpt_neo import GPTNeo
 from ..models.static_cache import StaticDecoder
 from .base import Strategy
-from .techniques import (Technique, ahead_option, check_device, flash_option, graph_options,
-                         pick_flash_provider, resolve_dtype)
+from .techniques import (Technique, ahead_option, check_device, decode_kernel_option, flash_option,
+                         graph_options, pick_flash_provider, resolve_dtype)
 
 # the kernel of the captured decode step per prefill provider: SDPA's flash kernel takes no mask,
 # so its static step runs the memory-efficient kernel
@@ -27,7 +29,8 @@ class Fast(Strategy):
     """Greedy decoding with any combination of precision, flash2 and graphs (batch 1)."""
 
     def __init__(self, technique: Technique, dtype=None, provider: str | None = None, runtime: str | None = None,
-                 bucket: int | None = None, max_len: int | None = None, queue_ahead: bool = False):
+                 bucket: int | None = None, max_len: int | None = None, queue_ahead: bool = False,
+                 decode_kernel: str | None = None):
         self.technique = technique
         self.name = technique.name
         self.dtype = resolve_dtype(technique, dtype)
@@ -35,6 +38,7 @@ class Fast(Strategy):
         self.provider = flash_option(technique, provider)
         self.graph_runtime, self.bucket, self.max_len = graph_options(technique, runtime, bucket, max_len)
         self.queue_ahead = ahead_option(technique, queue_ahead)
+        self.decode_kernel = decode_kernel_option(technique, decode_kernel)
         self.attention_provider = "eager"
         self.runtime = "eager"
         self.decode_attention = "eager"
@@ -54,7 +58,7 @@ class Fast(Strategy):
         self.clock = Clock(self.device)
         self.decode_attention = provider
         if self.graphs:
-            self.decode_attention = STATIC_ATTENTION.get(provider, provider)
+            self.decode_attention = self.decode_kernel or STATIC_ATTENTION.get(provider, provider)
             if provider == "sdpa_flash":  # recorded, never silent: the flash kernel takes no mask
                 self.attention_provider = "sdpa_flash+sdpa_efficient_decode"
             with torch.inference_mode():

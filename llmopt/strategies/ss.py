@@ -6,11 +6,11 @@ the technique's own speed-up. Composed (see techniques.py): `ss+half` / `ss+bf16
 `ss+flash2` (fp16; the tree masks are arbitrary, so attention runs SDPA's memory-efficient kernel,
 the fused kernel that takes a mask), `ss+graphs` (the verify-and-draft step over a static cache,
 captured once: spec_stream/static.py; option `pad_rows` pads its rows, see there), and any mix of them,
-e.g. `ss+flash2+graphs`. Option `tree_kernel` of `ss+flash2+graphs`: the captured tree step's fused
-kernel, "sdpa_efficient" (the default), "eager" (the reference's matmuls and softmax, as `ss+half+graphs`
-runs them), "sdpa_cudnn" (SDPA's cuDNN kernel, the mask made additive) or "flex" (FlexAttention,
-compiled; the prefill keeps sdpa_efficient, since flex compiles once per shape and every prompt has
-its own)."""
+e.g. `ss+flash2+graphs`. Option `decode_kernel` of `ss+flash2+graphs` (as of `flash2+graphs`): the
+captured tree step's attention kernel, "sdpa_efficient" (the default), "eager" (the reference's matmuls
+and softmax, as `ss+half+graphs` runs them), "sdpa_cudnn" (SDPA's cuDNN kernel, the mask made additive
+once a step) or "flex" (FlexAttention, compiled; the prefill keeps sdpa_efficient, since flex compiles
+once per shape and every prompt has its own)."""
 
 from __future__ import annotations
 
@@ -22,16 +22,15 @@ from ..spec_stream.decode import Decoder, check_prune
 from ..spec_stream.model import SpecStreamModel
 from ..spec_stream.static import StaticTreeDecoder, check_pad_rows
 from .base import Strategy
-from .techniques import Technique, ahead_option, check_device, graph_options, parse_technique, resolve_dtype
+from .techniques import (DEFAULT_DECODE_KERNEL, Technique, ahead_option, check_device, decode_kernel_option,
+                         graph_options, parse_technique, resolve_dtype)
 
 # the tree with the best geometric-mean speed-up over naive in the sweep (scripts/ss_sweep.py, NVIDIA
 # H100, 2026-11-26: E2E 1.78x / 2.79 accepted per step, Spider 1.43x / 2.17; docs/results/spec_stream)
 DEFAULT_TOPK = "2,2,1,1"
-TREE_KERNEL = "sdpa_efficient"  # ss+flash2: the fused attention kernel that takes a tree mask
-# ss+flash2+graphs may run its captured step on any of these. "eager": at 125m on an H100 the eager
-# tree step spent 0.93 ms of kernels a step against the memory-efficient kernel's 1.03 (session 14,
-# docs/results/NVIDIA-H100-80GB-HBM3/session14); flex spent 1.46 (session 16)
-TREE_KERNELS = (TREE_KERNEL, "eager", "sdpa_cudnn", "flex")
+# ss+flash2+graphs may run its captured step on any of techniques.DECODE_KERNELS. At 125m on an H100
+# its kernels took 1.04 ms a step on the default, 0.93 on eager, 0.75 on sdpa_cudnn (session 18) and
+# 1.46 on flex (session 16): docs/results/NVIDIA-H100-80GB-HBM3
 SS = parse_technique("ss")
 
 
@@ -52,13 +51,13 @@ class SpecStream(Strategy):
 
     def __init__(self, technique: Technique = SS, dtype=None, topk=DEFAULT_TOPK, max_depth: int | None = None,
                  prune: float = 0.0, runtime: str | None = None, bucket: int | None = None,
-                 max_len: int | None = None, pad_rows: int | None = None, tree_kernel: str | None = None,
+                 max_len: int | None = None, pad_rows: int | None = None, decode_kernel: str | None = None,
                  queue_ahead: bool = False):
         """topk: tokens per stream at each depth of the draft tree; max_depth: cut the tree;
         prune: tree-pruning threshold (paper §3.2) on the early-exit probability of a draft token
         given its parent (0 = off); runtime / bucket / max_len: options of graphs (see capture.py);
         pad_rows: with graphs, pad the tree step's rows to a multiple of it (spec_stream/static.py);
-        tree_kernel: with flash2 and graphs, the captured step's attention kernel (TREE_KERNELS);
+        decode_kernel: with flash2 and graphs, the captured step's attention kernel (DECODE_KERNELS);
         queue_ahead: with graphs, queue each step before the previous verdict is read (DraftLoop.generate_ahead)."""
         self.technique = technique
         self.name = technique.name
@@ -77,13 +76,9 @@ class SpecStream(Strategy):
         self.max_depth = None if max_depth is None else int(max_depth)
         if self.max_depth is not None and self.max_depth < 1:
             raise ValueError(f"max_depth must be at least 1, got {max_depth}")
-        self.attention_provider = TREE_KERNEL if technique.flash else "eager"
-        if tree_kernel is not None and not (technique.flash and self.graphs):
-            raise ValueError(f"tree_kernel picks the fused kernel of a captured flash2 tree step, which "
-                             f"{technique.label} lacks (it needs flash2 and graphs)")
-        if tree_kernel is not None and tree_kernel not in TREE_KERNELS:
-            raise ValueError(f"unknown tree_kernel {tree_kernel!r}; known: {', '.join(TREE_KERNELS)}")
-        self.decode_attention = tree_kernel or self.attention_provider
+        # ss+flash2: the fused kernel that takes a tree mask
+        self.attention_provider = DEFAULT_DECODE_KERNEL if technique.flash else "eager"
+        self.decode_attention = decode_kernel_option(technique, decode_kernel) or self.attention_provider
 
     def prepare(self, checkpoint, device):
         self.device = torch.device(device)

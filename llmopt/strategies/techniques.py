@@ -251,6 +251,23 @@ def ahead_option(technique: Technique, queue_ahead: bool) -> bool:
     return queue_ahead
 
 
+# The attention kernels a captured flash2 step may run (option `decode_kernel`): its masks are tensors
+# (a tree's are arbitrary, a static cache's unwritten slots are masked), which no flash kernel takes.
+# The default is the memory-efficient one (DEFAULT_DECODE_KERNEL), or flash_attn's where it is installed.
+DEFAULT_DECODE_KERNEL = "sdpa_efficient"
+DECODE_KERNELS = (DEFAULT_DECODE_KERNEL, "eager", "sdpa_cudnn", "flex")
+
+
+def decode_kernel_option(technique: Technique, kernel: str | None) -> str | None:
+    """The decode_kernel option, validated (None: the default)."""
+    if kernel is not None and not (technique.flash and technique.graphs):
+        raise ValueError(f"decode_kernel picks the attention kernel of a captured flash2 step, which "
+                         f"{technique.label} lacks (it needs flash2 and graphs)")
+    if kernel is not None and kernel not in DECODE_KERNELS:
+        raise ValueError(f"unknown decode_kernel {kernel!r}; known: {', '.join(DECODE_KERNELS)}")
+    return kernel
+
+
 def flash_option(technique: Technique, provider: str | None) -> str:
     """The flash2 provider asked for (validated; "auto" by default)."""
     if provider is not None and not technique.flash:
