@@ -52,15 +52,22 @@ def _grid(run: Run, names: list[str], cell_text) -> list[str]:
 
 def _facts(run: Run) -> list[str]:
     info, cells = run.machine_info, list(run.cells.values())
-    workload = {k: sorted({str(c.get(k)) for c in cells}) for k in ("model", "num_prompts", "max_new_tokens")}
-    rounds = sorted({str(len(c.get("tokens_per_s_rounds") or [])) for c in cells})
+    # a checkpoint directory is named by its checkpoint (its name says dataset, shape and objective)
+    models = sorted({str(c.get("checkpoint") if c.get("checkpoint") and "/" in str(c.get("model")) else c.get("model"))
+                     for c in cells})
+    workload = {k: sorted({str(c.get(k)) for c in cells}) for k in ("num_prompts", "max_new_tokens")}
+    rounds = sorted({len(c.get("tokens_per_s_rounds") or []) for c in cells}) or [0]
     gpus = f" × {info['gpu_count']}" if (info.get("gpu_count") or 1) > 1 else ""
+    merged = ", ".join(f"`{m['file']}`" for m in (run.doc or {}).get("merged_from") or [])
+    span = str(rounds[0]) if len(rounds) == 1 else f"{rounds[0]}–{rounds[-1]}"
     return [f"- GPU: {run.gpu}{gpus}",
             f"- date: {run.datetime[:16].replace('T', ' ')} UTC",
             f"- software: {run.versions()}",
-            f"- workload: model {'/'.join(workload['model'])}, {'/'.join(workload['num_prompts'])} prompts, "
-            f"up to {'/'.join(workload['max_new_tokens'])} new tokens, {'/'.join(rounds)} rounds",
-            f"- saved run: `{run.name}`" + (f", commit {run.commit}" if run.commit and run.commit != "unknown" else "")]
+            f"- workload: model {', '.join(models)}; {'/'.join(workload['num_prompts'])} prompts, "
+            f"up to {'/'.join(workload['max_new_tokens'])} new tokens, "
+            f"{span} rounds",
+            f"- saved run: `{run.name}`" + (f", commit {run.commit}" if run.commit and run.commit != "unknown" else "")
+            + (f"; merged from {merged} (date, software and commit: the first's)" if merged else "")]
 
 
 def _maybe(value, spec: str) -> str:

@@ -174,12 +174,16 @@ def test_merge_joins_a_split_matrix_and_refuses_overlaps_and_other_gpus(tmp_path
 def test_one_run_holds_a_dataset_at_two_shapes_in_columns_of_their_own(tmp_path, capsys):
     small = [cell("e2e_nlg", t, rate, shape="125m") for t, rate in (("naive", 200.0), ("ss", 350.0))]
     # saved before records carried their shape: read from the checkpoint's name (train.checkpoint_dir)
-    large = [cell("e2e_nlg", t, rate, checkpoint="e2e_nlg-1.3b-ss-03c390ade820") for t, rate in (("naive", 120.0), ("ss", 130.0))]
+    large = [cell("e2e_nlg", t, rate, model="/ckpt/e2e_nlg-1.3b-ss-03c390ade820", checkpoint="e2e_nlg-1.3b-ss-03c390ade820")
+             for t, rate in (("naive", 120.0), ("ss", 130.0))]
     parts = [saved_run(tmp_path / "small.json", small), saved_run(tmp_path / "large.json", large)]
     out = tmp_path / "merged.json"
     assert cli.main(["merge", *map(str, parts), "--out", str(out)]) == 0, capsys.readouterr().err
     merged = compare.load_run(out)
     assert set(merged.cells) == {("e2e_nlg", "naive"), ("e2e_nlg", "ss"), ("e2e_nlg@1.3b", "naive"), ("e2e_nlg@1.3b", "ss")}
+    from llmopt import report
+    facts = report.markdown([merged])  # the checkpoints by name, the runs it came from
+    assert "model 125m, e2e_nlg-1.3b-ss-03c390ade820; 32 prompts" in facts and "merged from `small.json`, `large.json`" in facts
     assert compare.speedups(merged, ("e2e_nlg@1.3b", "ss"))[0] == pytest.approx(130 / 120, rel=0.05)
     # a 1.3b run compares with the 1.3b cells only; a checkpoint made elsewhere keeps the bare name
     alone = compare.load_run(saved_run(tmp_path / "alone.json", [cell("e2e_nlg", "ss", 130.0, shape="1.3b")]))

@@ -35,7 +35,7 @@ def test_markdown_per_gpu_and_across_gpus(tmp_path):
     assert "## NVIDIA H200" in text and "## NVIDIA H100 80GB HBM3" in text
     assert "- date: 2026-11-27 10:00 UTC" in text
     assert "- software: driver 580.159.04, CUDA 13.0, torch 2.11.0+cu130, transformers 5.17.0, Python 3.12.3" in text
-    assert "- workload: model 125m, 32 prompts, up to 128 new tokens, 2 rounds" in text
+    assert "- workload: model 125m; 32 prompts, up to 128 new tokens, 2 rounds" in text
     assert "| technique | Spider | DialogSum | E2E-NLG |" in text
     assert "| hf (fp32) | 140.0 (133–146) | 140.0 (133–146) | 140.0 (133–146) |" in text
     assert "| half (fp16) | 0.79× | 0.79× | 0.79× |" in text
