@@ -233,8 +233,9 @@ phase() {
       ab ahead "${VALIDATION_AHEAD_DATASET:-e2e_nlg}" "${VALIDATION_AHEAD_TECHNIQUES:-half+graphs,best,medusa+half+graphs}" \
         '{"graphs": {"queue_ahead": false}}' '{"graphs": {"queue_ahead": true}}' "${VALIDATION_AHEAD_RUNS:-2}" ;;
     ab)
+      [ -n "${VALIDATION_AB_ON:-}" ] || { echo "ab: set VALIDATION_AB_ON to the strategy options of the on arm" >&2; return; }
       ab ab "${VALIDATION_AB_DATASET:-e2e_nlg}" "${VALIDATION_AB_TECHNIQUES:-best}" "${VALIDATION_AB_OFF:-{\}}" \
-        "${VALIDATION_AB_ON:?ab: set VALIDATION_AB_ON to the strategy options of the on arm}" "${VALIDATION_AB_RUNS:-2}" ;;
+        "$VALIDATION_AB_ON" "${VALIDATION_AB_RUNS:-2}" ;;
     residue)
       mkdir -p "$JOB/residue"
       for i in $(seq "${VALIDATION_RESIDUE_RUNS:-3}"); do
