@@ -127,7 +127,7 @@ def data_directory(text: str) -> str:
 
 
 def strategy_table(text: str) -> dict[str, dict]:
-    """`--strategy-options` JSON: {technique part: {option: value}}."""
+    """`--strategy-options` JSON: {technique part or name: {option: value}}."""
     try:
         table = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -269,8 +269,9 @@ def settings(values) -> Settings:
 
 def options_keys(technique: str) -> tuple[str, ...]:
     """The --strategy-options entries a technique takes: the parts it runs (a preset expanded), then
-    the parts as written ("best" itself), so the more specific entry wins."""
-    return tuple(dict.fromkeys(parse_technique(technique).parts + technique_parts(technique)))
+    the parts as written ("best" itself), then the whole name ("flash2+graphs": that technique
+    alone), so the more specific entry wins."""
+    return tuple(dict.fromkeys(parse_technique(technique).parts + technique_parts(technique) + (technique,)))
 
 
 def _given(value, default):

@@ -80,5 +80,9 @@ def test_strategy_options_reach_every_technique_containing_the_part_a_preset_too
     only_best = options.settings({"techniques": ["best"], "device": "cpu",
                                   "strategy_options": {"graphs": {"bucket": 64}, "best": {"bucket": 128}}})
     assert only_best.options_for("best") == {"bucket": 128}  # the entry for the name as written wins
+    # a composed name is an entry of its own: one technique gets an option its parts' others would refuse
+    one = options.settings({"techniques": ["half+graphs", "graphs", "naive"], "device": "cpu",
+                            "strategy_options": {"graphs": {"bucket": 64}, "half+graphs": {"bucket": 128}}})
+    assert one.options_for("half+graphs") == {"bucket": 128} and one.options_for("graphs") == {"bucket": 64}
     with pytest.raises(ValueError, match="part of no technique"):
         options.settings({"techniques": ["naive"], "device": "cpu", "strategy_options": {"graphs": {}}})
