@@ -26,10 +26,9 @@ def datasets(runs: list[Run]) -> list[str]:
     """The runs' columns: known datasets in the project's order, each before its other shapes, then
     any others as they appear."""
     seen = dict.fromkeys(d for run in runs for d, _ in run.cells)
-    order = list(DATASET_TITLES)
-    known = sorted((d for d in seen if d.partition("@")[0] in DATASET_TITLES),
-                   key=lambda d: (order.index(d.partition("@")[0]), "@" in d))
-    return known + [d for d in seen if d.partition("@")[0] not in DATASET_TITLES]
+    order = {dataset: i for i, dataset in enumerate(DATASET_TITLES)}
+    rank = {d: order.get(d.partition("@")[0], len(order)) for d in seen}
+    return sorted(seen, key=lambda d: (rank[d], rank[d] < len(order) and "@" in d))  # stable: others as seen
 
 
 def parts(technique: str) -> set[str]:

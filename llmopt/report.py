@@ -52,8 +52,8 @@ def _grid(run: Run, names: list[str], cell_text) -> list[str]:
 
 def _facts(run: Run) -> list[str]:
     info, cells = run.machine_info, list(run.cells.values())
-    # a checkpoint directory is named by its checkpoint (its name says dataset, shape and objective)
-    models = sorted({str(c.get("checkpoint") if c.get("checkpoint") and "/" in str(c.get("model")) else c.get("model"))
+    # a model given as a directory path is named by its checkpoint (dataset, shape, objective, key)
+    models = sorted({str(c["checkpoint"] if c.get("checkpoint") and str(c.get("model")).startswith("/") else c.get("model"))
                      for c in cells})
     workload = {k: sorted({str(c.get(k)) for c in cells}) for k in ("num_prompts", "max_new_tokens")}
     rounds = sorted({len(c.get("tokens_per_s_rounds") or []) for c in cells}) or [0]

@@ -129,6 +129,14 @@ def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 ADDITIVE_MASK_KERNELS = ("sdpa_cudnn",)
 
 
+def masks_for(kernel: str, masks: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """A step's boolean masks (one per layer kind) as `kernel` reads them: additive for the kernels
+    that take them so, converted here once a step rather than in every layer."""
+    if kernel not in ADDITIVE_MASK_KERNELS:
+        return masks
+    return {kind: additive_mask(m, dtype) for kind, m in masks.items()}
+
+
 def sdpa_cudnn_attention(q, k, v, mask):
     """SDPA on the CUDNN_ATTENTION backend (CUDA only; fp32 accumulation). The mask is additive
     (additive_mask), or boolean and converted here at every call."""

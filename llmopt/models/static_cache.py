@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .attention import ADDITIVE_MASK_KERNELS, ATTENTION, Band, additive_mask
+from .attention import ATTENTION, Band, masks_for
 from .gpt_neo import GPTNeo, KVCache
 
 
@@ -133,9 +133,7 @@ class StaticDecoder:
         slots = self.slots[:length]
         seen = (slots <= pos)[None, :]  # [1 query, length keys]
         masks = {"global": seen, "local": seen & ((pos - slots) < self.model.window)[None, :]}
-        if self.attention in ADDITIVE_MASK_KERNELS:  # converted once a step, not in every layer
-            masks = {kind: additive_mask(m, self.model.lm_head.weight.dtype) for kind, m in masks.items()}
-        return masks
+        return masks_for(self.attention, masks, self.model.lm_head.weight.dtype)
 
     def step(self, length: int) -> torch.Tensor:
         """One token through the model, attending over `length` slots; returns `token` (updated)."""

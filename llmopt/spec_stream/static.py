@@ -32,7 +32,7 @@ from typing import Sequence
 import torch
 
 from ..capture import GraphRunner
-from ..models.attention import ADDITIVE_MASK_KERNELS, ATTENTION, additive_mask
+from ..models.attention import ATTENTION, masks_for
 from ..models.static_cache import StaticKVCache
 from .decode import Loop, State, prefill
 from .model import SpecStreamModel
@@ -108,10 +108,7 @@ class StaticTreeStep:
         window = committed & (pos + self.row_depths[:, None] - slots[None, :] < self.base.window)
         masks = {kind: (window if kind == "local" else committed) | new.index_select(1, column)
                  for kind, new in self.new_part.items()}
-        if self.attention in ADDITIVE_MASK_KERNELS:
-            dtype = self.base.lm_head.weight.dtype
-            masks = {kind: additive_mask(m, dtype) for kind, m in masks.items()}
-        return masks
+        return masks_for(self.attention, masks, self.base.lm_head.weight.dtype)
 
     def begin_step(self, length: int) -> None:
         """A step's first moves: the bucket it attends over, the slots its rows write."""

@@ -17,12 +17,12 @@ from ..generation import Clock, greedy
 from ..models.gpt_neo import GPTNeo
 from ..models.static_cache import StaticDecoder
 from .base import Strategy
-from .techniques import (Technique, ahead_option, check_device, decode_kernel_option, flash_option,
+from .techniques import (DEFAULT_DECODE_KERNEL, Technique, ahead_option, check_device, decode_kernel_option, flash_option,
                          graph_options, pick_flash_provider, resolve_dtype)
 
 # the kernel of the captured decode step per prefill provider: SDPA's flash kernel takes no mask,
 # so its static step runs the memory-efficient kernel
-STATIC_ATTENTION = {"flash_attn": "flash_attn", "sdpa_flash": "sdpa_efficient"}
+STATIC_ATTENTION = {"flash_attn": "flash_attn", "sdpa_flash": DEFAULT_DECODE_KERNEL}
 
 
 class Fast(Strategy):
