@@ -129,6 +129,28 @@ def test_the_max_autotune_runtime_compiles_the_same_step_with_gpt_fasts_tuning(m
     assert capture.COMPILE_MODES["torch.compile:max-autotune"] == "max-autotune"
 
 
+@torch.inference_mode()
+def test_a_compiled_step_adds_biases_apart_so_inductor_can_tune_its_matrix_vector_products():
+    """Traced, every biased projection is a bias-free linear and an add (inductor decomposes such a
+    one-row product under coordinate-descent tuning; addmm it leaves to cuBLAS), with the same
+    result; eager, the one biased linear stays."""
+    model = lm()
+    graphs = []
+
+    def keep(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    block = model.transformer.h[0]
+    x = torch.randn(1, 1, CONFIG.hidden_size)
+    mask = torch.ones(1, 1, dtype=torch.bool)
+    traced = torch.compile(block, backend=keep, fullgraph=True)(x, mask, model.attend)
+    torch.testing.assert_close(traced, block(x, mask, model.attend))
+    linears = [n for n in graphs[0].graph.nodes if n.target is torch._C._nn.linear]
+    biased = [n for n in linears if len(n.args) > 2 or n.kwargs.get("bias") is not None]
+    assert len(linears) == 4 and not biased  # fused qkv (no bias), out_proj, c_fc, c_proj
+
+
 def cache_loop_bounds(code: str) -> list[int]:
     """The trip counts of the generated C++ loops (inductor's CPU code)."""
     return [int(n) for n in re.findall(r"for\(int64_t x\d+=static_cast<int64_t>\(0L\); x\d+<static_cast<int64_t>\((\d+)L\)", code)]

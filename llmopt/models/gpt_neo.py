@@ -103,6 +103,19 @@ class KVCache:
             self.keys[layer], self.values[layer] = k.index_select(2, index), v.index_select(2, index)
 
 
+class Linear(nn.Linear):
+    """nn.Linear whose bias is added apart while torch.compile traces it. Inductor then sees a plain
+    matrix product, which under coordinate-descent tuning (the "torch.compile:max-autotune"
+    runtime) it turns, for a batch-1 row, into a tuned reduction with the bias add fused in, as
+    gpt-fast's bias-free Llama gets; a biased product (addmm) it leaves to cuBLAS. Eager and
+    CUDA-graph steps keep the one addmm kernel."""
+
+    def forward(self, x):
+        if self.bias is not None and torch.compiler.is_compiling():
+            return F.linear(x, self.weight) + self.bias
+        return super().forward(x)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, config: GPTNeoConfig):
         super().__init__()
@@ -111,7 +124,7 @@ class SelfAttention(nn.Module):
         self.q_proj = nn.Linear(d, d, bias=False)
         self.k_proj = nn.Linear(d, d, bias=False)
         self.v_proj = nn.Linear(d, d, bias=False)
-        self.out_proj = nn.Linear(d, d, bias=True)
+        self.out_proj = Linear(d, d, bias=True)
 
         self.qkv: torch.Tensor | None = None  # set by fuse_qkv (inference)
 
@@ -148,8 +161,8 @@ class MLP(nn.Module):
     def __init__(self, config: GPTNeoConfig):
         super().__init__()
         inner = config.intermediate_size or 4 * config.hidden_size
-        self.c_fc = nn.Linear(config.hidden_size, inner)
-        self.c_proj = nn.Linear(inner, config.hidden_size)
+        self.c_fc = Linear(config.hidden_size, inner)
+        self.c_proj = Linear(inner, config.hidden_size)
         self.approximate = "tanh" if config.activation_function == "gelu_new" else "none"
         if config.activation_function not in ("gelu_new", "gelu"):
             raise ValueError(f"unsupported activation {config.activation_function!r}")
