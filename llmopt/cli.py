@@ -102,10 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="write the Markdown results (and PNG plots) of saved runs")
     report.add_argument("runs", type=Path, nargs="+", metavar="RUN.json", help="pytest-benchmark JSON files")
     report.add_argument("--out", type=Path, default=Path("docs/results"), help="output directory (default docs/results)")
-    report.add_argument("--simulated", type=Path, metavar="SWEEP.json",
+    report.add_argument("--simulated", type=Path, metavar="SWEEP.json", action="append", default=[],
                         help="simulated-draft sweep (scripts/ss_simulate.py, same GPU) to add to the acceptance plot of "
-                             "the run that measured its checkpoint; a --random-weights sweep gets its own section "
-                             "and figure (speed-up against accepted tokens per step, a line per size)")
+                             "the run that measured its checkpoint; --random-weights sweeps get their own section "
+                             "and figure (speed-up against accepted tokens per step, a line per size); repeat it "
+                             "for several sweeps")
     report.add_argument("--readme", type=Path, metavar="README.md",
                         help="also fill this README's results block (between its llmopt report markers)")
 

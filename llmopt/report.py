@@ -237,15 +237,17 @@ def update_readme(readme: Path, runs: list[Run], report: Path) -> None:
 SIZES_PLOT = "simulated-sizes.png"
 
 
-def simulated_sizes_section(records: list[dict], figures: list[tuple[str, str]]) -> str:
+def simulated_sizes_section(records: list[dict], figures: list[tuple[str, str]], sources: list[str] = ()) -> str:
     """The random-weight sweeps: per size and draft accuracy, accepted tokens per step and the
-    speed-up over the plain captured twin timed in the same process ("" without any)."""
+    speed-up over the plain captured twin timed in the same process ("" without any); `sources`:
+    the sweeps' file names, said under the heading."""
     if not records:
         return ""
     lines = ["", "## SIMULATED drafts at model sizes without a trained checkpoint", "",
              "`scripts/ss_simulate.py --random-weights`: random weights, the real captured step, draft tokens "
              "right at a controlled rate (never a measurement of trained streams). Speed-up over the plain "
-             "captured twin, median tokens/s over rounds (min–max):", "",
+             "captured twin timed in the same process, median tokens/s over rounds (min–max)"
+             + (f"; from {', '.join(f'`{s}`' for s in sources)}" if sources else "") + ":", "",
              "| size | technique | draft accuracy | accepted tokens/step | tokens/s | × plain twin |",
              "|---|---|---:|---:|---:|---:|"]
     for r in records:
@@ -271,19 +273,21 @@ def join_simulated(runs: list[Run], records: list[dict]) -> None:
             run.records.append(r)
 
 
-def write(paths: list[str | Path], out: str | Path, simulated: str | Path | None = None,
+def write(paths: list[str | Path], out: str | Path, simulated: list[str | Path] = (),
           readme: str | Path | None = None) -> list[Path]:
     """Write the Markdown report of the saved runs at `paths` into `out`, with two PNG figures per
-    run when matplotlib (the `plot` extra) is installed. `simulated`: a JSON list from
-    scripts/ss_simulate.py, made on the GPU of the run that measured its checkpoints, whose
+    run when matplotlib (the `plot` extra) is installed. `simulated`: JSON lists from
+    scripts/ss_simulate.py, each made on the GPU of the run that measured its checkpoints, whose
     `simulated: true` records join that run's acceptance plot (never its tables; join_simulated).
     `readme`: a README whose marked block gets the results tables (`update_readme`). Returns the
     files written."""
     runs = [load_run(p) for p in paths]
-    sizes = []  # the sweeps with random weights: their own section and figure, no run's
-    if simulated is not None:
-        records = [r for r in json.loads(Path(simulated).read_text()) if r.get("simulated")]
-        sizes = [r for r in records if r.get("random_weights")]
+    sizes, sources = [], []  # the sweeps with random weights: their own section and figure, no run's
+    for sweep in simulated:
+        records = [r for r in json.loads(Path(sweep).read_text()) if r.get("simulated")]
+        if any(r.get("random_weights") for r in records):
+            sizes += [r for r in records if r.get("random_weights")]
+            sources.append(Path(sweep).name)
         join_simulated(runs, [r for r in records if not r.get("random_weights")])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -303,7 +307,7 @@ def write(paths: list[str | Path], out: str | Path, simulated: str | Path | None
             written.append(plots.simulated_sizes_plot(sizes, out / SIZES_PLOT))
             figures[SIZES_PLOT] = [("simulated speed-up by model size", SIZES_PLOT)]
     report = out / REPORT
-    report.write_text(markdown(runs, figures) + simulated_sizes_section(sizes, figures.get(SIZES_PLOT, [])))
+    report.write_text(markdown(runs, figures) + simulated_sizes_section(sizes, figures.get(SIZES_PLOT, []), sources))
     if readme is not None:
         update_readme(Path(readme), runs, Path(os.path.relpath(report, Path(readme).parent)))
         written.append(Path(readme))

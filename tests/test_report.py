@@ -82,13 +82,13 @@ def test_a_simulated_sweep_file_joins_the_plot_not_the_tables(tmp_path):
     sweep = tmp_path / "sweep.json"
     sweep.write_text(json.dumps([cell("e2e_nlg", "ss", 300.0 + 500 * a, simulated=True, acceptance_ratio=a)
                                  for a in (0.2, 0.6, 1.0)] + [cell("e2e_nlg", "naive", 1.0)]))
-    written = report.write([run], tmp_path / "out", simulated=sweep)
+    written = report.write([run], tmp_path / "out", simulated=[sweep])
     text = written[0].read_text()
     assert "| ss" not in text  # simulated records never become table rows
     assert "| naive (fp32) | 280.0" in text  # the sweep's own (unsimulated) naive record is ignored
     assert all(p.read_bytes().startswith(PNG) for p in written[1:])
     with pytest.raises(ValueError, match="matches no saved run"):
-        report.write([run, run], tmp_path / "out", simulated=sweep)
+        report.write([run, run], tmp_path / "out", simulated=[sweep])
 
 
 def test_a_simulated_sweep_joins_the_run_that_measured_its_checkpoint(tmp_path):
@@ -105,18 +105,23 @@ def test_a_simulated_sweep_joins_the_run_that_measured_its_checkpoint(tmp_path):
 
 
 def test_random_weight_sweeps_get_their_own_section_and_figure(tmp_path):
-    """Sweeps at sizes with no trained checkpoint join no run (any number of runs given): a table per
-    size and accuracy, and the speed-up figure."""
+    """Sweeps at sizes with no trained checkpoint join no run (any number of runs given): one table
+    of every sweep given (one file per size here), per size and accuracy, naming its files, and the
+    speed-up figure."""
     run = saved_run(tmp_path / "h100/0008_large.json", matrix())
-    sizes = [cell("e2e_nlg", "ss+half+graphs", 400.0 * m, simulated=True, random_weights=True, draft_accuracy=a,
-                  simulated_model=f"{size} (random weights)", mean_accepted_tokens=1 + 3 * a, speedup_over_naive=m,
-                  tokens_per_s_min=390.0 * m, tokens_per_s_max=410.0 * m, checkpoint="e2e_nlg-1.3b-random")
-             for size in ("1.3b", "2.7b") for a, m in ((0.0, 0.84), (1.0, 3.2))]
-    sweep = tmp_path / "sizes.json"
-    sweep.write_text(json.dumps(sizes + [cell("e2e_nlg", "half+graphs", 400.0, random_weights=True)]))
-    written = report.write([run, run], tmp_path / "out", simulated=sweep)
+    sweeps = []
+    for size in ("1.3b", "2.7b"):
+        points = [cell("e2e_nlg", "ss+half+graphs", 400.0 * m, simulated=True, random_weights=True, draft_accuracy=a,
+                       simulated_model=f"{size} (random weights)", mean_accepted_tokens=1 + 3 * a, speedup_over_naive=m,
+                       tokens_per_s_min=390.0 * m, tokens_per_s_max=410.0 * m, checkpoint=f"e2e_nlg-{size}-random")
+                  for a, m in ((0.0, 0.84), (1.0, 3.2))]
+        sweeps.append(tmp_path / f"simulated_{size}.json")
+        sweeps[-1].write_text(json.dumps(points + [cell("e2e_nlg", "half+graphs", 400.0, random_weights=True)]))
+    written = report.write([run, run], tmp_path / "out", simulated=sweeps)
     text = written[0].read_text()
     assert "## SIMULATED drafts at model sizes" in text and "![simulated speed-up by model size]" in text
+    assert "from `simulated_1.3b.json`, `simulated_2.7b.json`:" in text
+    assert "| 1.3b (random weights) | ss+half+graphs | 0.00 | 1.00 | 336.0 (328–344) | 0.84× |" in text
     assert "| 2.7b (random weights) | ss+half+graphs | 1.00 | 4.00 | 1280.0 (1248–1312) | 3.20× |" in text
     assert (tmp_path / "out" / report.SIZES_PLOT).read_bytes().startswith(PNG)
     assert report.simulated_sizes_section([], []) == ""
