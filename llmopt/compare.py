@@ -315,7 +315,29 @@ def judge(current: Run, baseline: Run, tolerance: float = 0.05, alpha: float = 0
         notes.append(moved_host)
     if changed := software_changes(baseline, current):
         notes.append("the software differs, so speed may too: " + ", ".join(changed))
+    if changed := setting_changes(rows):
+        notes.append("a technique's settings differ, so its speed may too: " + "; ".join(changed))
     return Judgement(rows, failures, notes)
+
+
+def differences(before: dict, after: dict, skip: tuple[str, ...] = ()) -> list[str]:
+    """"key old -> new" for each key both dicts hold with different values (a key one lacks, as an
+    older record does, is unknown, not different)."""
+    return [f"{k} {before[k]} -> {after[k]}" for k in before if k in after and k not in skip and before[k] != after[k]]
+
+
+# the strategy config's keys that are measurements, not settings
+MEASURED_CONFIG = ("setup_s", "drafter_train_time_s")
+
+
+def setting_changes(rows: list[Row]) -> list[str]:
+    """Per compared cell, what its strategy's config says differently in the two runs, e.g. a
+    default that changed ("e2e_nlg/best: decode_attention sdpa_efficient -> sdpa_cudnn")."""
+    changes = []
+    for row in rows:
+        if differs := differences(row.base.get("config", {}), row.cur.get("config", {}), MEASURED_CONFIG):
+            changes.append(f"{_name(row.cell)}: {', '.join(differs)}")
+    return changes
 
 
 def software_changes(baseline: Run, current: Run) -> list[str]:
@@ -360,9 +382,7 @@ def _compare_cell(current: Run, baseline: Run, cell: Cell, alpha: float, failure
     base, cur = baseline.cells[cell], current.cells[cell]
     row = Row(cell, base, cur)
     # a key an older run did not record yet is unknown, not different
-    before, after = workload(base), workload(cur)
-    differs = [f"{k} {before[k]} -> {after[k]}" for k in before if k in after and before[k] != after[k]]
-    if differs:
+    if differs := differences(workload(base), workload(cur)):
         failures.append(Failure(cell, "workload", "not comparable: " + ", ".join(differs)))
         row.kind, row.verdict = "workload", "NOT COMPARABLE"
         return row

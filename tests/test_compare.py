@@ -432,3 +432,18 @@ def test_a_host_whose_launches_moved_is_named_beside_the_verdict(tmp_path):
     assert note in compare.render(cur, base, compare.gate(cur, base), 0.05)
     cur, base = runs(tmp_path, noisy_matrix(), at(20e-6, seed=1))
     assert compare.host_op_s(base) is None and compare.host_change(base, cur) is None  # an older run: unknown
+
+
+def test_a_changed_setting_of_a_technique_is_named_beside_the_verdict(tmp_path):
+    """A default that changed between the runs (session 19: the captured flash2 step's kernel) is
+    named per cell, so a faster or slower cell is read with it; measurements in the config are not
+    settings, and a key an older record lacks is unknown."""
+    def at(kernel, setup_s, **extra):
+        return [dict(r, config={"decode_attention": kernel, "setup_s": setup_s, **extra}) if r["technique"] == "half"
+                else r for r in noisy_matrix()]
+    cur, base = runs(tmp_path, at("sdpa_efficient", 0.6), at("sdpa_cudnn", 0.7, queue_ahead=False))
+    judgement = compare.judge(cur, base)
+    changed = [f"{d}/half: decode_attention sdpa_efficient -> sdpa_cudnn" for d in DATASETS]
+    assert compare.setting_changes(judgement.rows) == changed
+    assert "a technique's settings differ, so its speed may too: " + "; ".join(changed) in judgement.notes
+    assert compare.setting_changes(compare.judge(*runs(tmp_path, at("eager", 0.6), at("eager", 0.9))).rows) == []
