@@ -125,10 +125,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--shapes", action="store_true", help="also print the costliest ops with their operand shapes")
     parser.add_argument("--json", type=Path, help="write the results here")
-    parser.add_argument("--runtime", help="graphs runtime (cuda_graph, torch.compile; default cuda_graph)")
+    parser.add_argument("--runtime", help="graphs runtime (cuda_graph, torch.compile, torch.compile:max-autotune; default cuda_graph)")
     parser.add_argument("--pad-rows", type=int, help="ss+graphs: pad the tree step's rows to a multiple of this")
     parser.add_argument("--decode-kernel", help="flash2+graphs and best (ss+flash2+graphs): the captured step's attention kernel "
-                                              "(sdpa_efficient, the default, eager, sdpa_cudnn or flex)")
+                                              "(sdpa_cudnn, the default, sdpa_efficient, eager or flex)")
     parser.add_argument("--queue-ahead", action="store_true",
                         help="graphs techniques (plain, ss, medusa): queue each step before the previous one is read")
     parser.add_argument("--trace", type=Path, metavar="DIR", help="write each technique's profiled generate here "

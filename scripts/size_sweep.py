@@ -4,7 +4,7 @@ memory-bandwidth floor measured in the same run (where half precision and graphs
     python3 scripts/size_sweep.py --out results.json [--shapes 125m,1.3b,2.7b]
         [--techniques naive,half,flash2,half+graphs,flash2+graphs] [--new-tokens 128] [--prompt-len 64]
         [--runs 3] [--device cuda] [--copy-mib 1024] [--runtime cuda_graph,torch.compile]
-        [--queue-ahead off|on|both] [--decode-kernel sdpa_cudnn]
+        [--queue-ahead off|on|both] [--decode-kernel sdpa_efficient]
 
 Bandwidth: llmopt.hardware.copy_bandwidth, a --copy-mib buffer copied device-to-device (warm-up
 first, median of timed copies with CUDA events); bandwidth = (bytes read + bytes written) / time =
@@ -219,7 +219,7 @@ def main(argv=None):
     parser.add_argument("--copy-mib", type=int, default=1024, help="buffer size of the bandwidth copy")
     parser.add_argument("--runtime", default="cuda_graph",
                         help="comma-separated runtimes of the graphs techniques, each run in turn "
-                             "(cuda_graph, torch.compile; default cuda_graph)")
+                             "(cuda_graph, torch.compile, torch.compile:max-autotune; default cuda_graph)")
     parser.add_argument("--queue-ahead", choices=sorted(AHEAD), default="off",
                         help="the graphs techniques' queue_ahead option: off (default), on, or both in turn")
     parser.add_argument("--decode-kernel", choices=DECODE_KERNELS,

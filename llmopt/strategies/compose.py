@@ -60,7 +60,7 @@ class Fast(Strategy):
         if self.graphs:
             self.decode_attention = self.decode_kernel or STATIC_ATTENTION.get(provider, provider)
             if provider == "sdpa_flash":  # recorded, never silent: the flash kernel takes no mask
-                self.attention_provider = "sdpa_flash+sdpa_efficient_decode"
+                self.attention_provider = f"sdpa_flash+{self.decode_attention}_decode"
             with torch.inference_mode():
                 self.model.fuse_qkv()
                 self.decoder = StaticDecoder(self.model, self.max_len, attention=self.decode_attention)

@@ -4,13 +4,13 @@ stream in the same forward pass (tree draft, greedy verification).
 The `ss` preset runs like `naive` (fp32, eager attention, dynamic cache), so `ss` against `naive` is
 the technique's own speed-up. Composed (see techniques.py): `ss+half` / `ss+bf16` (precision),
 `ss+flash2` (fp16; the tree masks are arbitrary, so attention runs SDPA's memory-efficient kernel,
-the fused kernel that takes a mask), `ss+graphs` (the verify-and-draft step over a static cache,
+a fused kernel that takes a mask), `ss+graphs` (the verify-and-draft step over a static cache,
 captured once: spec_stream/static.py; option `pad_rows` pads its rows, see there), and any mix of them,
 e.g. `ss+flash2+graphs`. Option `decode_kernel` of `ss+flash2+graphs` (as of `flash2+graphs`): the
-captured tree step's attention kernel, "sdpa_efficient" (the default), "eager" (the reference's matmuls
-and softmax, as `ss+half+graphs` runs them), "sdpa_cudnn" (SDPA's cuDNN kernel, the mask made additive
-once a step) or "flex" (FlexAttention, compiled; the prefill keeps sdpa_efficient, since flex compiles
-once per shape and every prompt has its own)."""
+captured tree step's attention kernel, "sdpa_cudnn" (the default: SDPA's cuDNN kernel, the mask made
+additive once a step), "sdpa_efficient" (SDPA's memory-efficient kernel), "eager" (the reference's
+matmuls and softmax, as `ss+half+graphs` runs them) or "flex" (FlexAttention, compiled). The prefill
+keeps sdpa_efficient whatever the step's kernel: flex compiles once per shape, and every prompt has its own."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from ..spec_stream.decode import Decoder, check_prune
 from ..spec_stream.model import SpecStreamModel
 from ..spec_stream.static import StaticTreeDecoder, check_pad_rows
 from .base import Strategy
-from .techniques import (DEFAULT_DECODE_KERNEL, Technique, ahead_option, check_device, decode_kernel_option,
-                         graph_options, parse_technique, resolve_dtype)
+from .techniques import (DEFAULT_DECODE_KERNEL, MASKED_FLASH_KERNEL, Technique, ahead_option, check_device,
+                         decode_kernel_option, graph_options, parse_technique, resolve_dtype)
 
 # the tree with the best geometric-mean speed-up over naive in the sweep (scripts/ss_sweep.py, NVIDIA
 # H100, 2026-11-26: E2E 1.78x / 2.79 accepted per step, Spider 1.43x / 2.17; docs/results/spec_stream)
@@ -76,9 +76,10 @@ class SpecStream(Strategy):
         self.max_depth = None if max_depth is None else int(max_depth)
         if self.max_depth is not None and self.max_depth < 1:
             raise ValueError(f"max_depth must be at least 1, got {max_depth}")
-        # ss+flash2: the fused kernel that takes a tree mask
-        self.attention_provider = DEFAULT_DECODE_KERNEL if technique.flash else "eager"
-        self.decode_attention = decode_kernel_option(technique, decode_kernel) or self.attention_provider
+        # ss+flash2: the fused kernel that takes a tree mask; captured, the decode kernel
+        self.attention_provider = MASKED_FLASH_KERNEL if technique.flash else "eager"
+        self.decode_attention = (decode_kernel_option(technique, decode_kernel)
+                                 or (DEFAULT_DECODE_KERNEL if technique.flash and self.graphs else self.attention_provider))
 
     def prepare(self, checkpoint, device):
         self.device = torch.device(device)
