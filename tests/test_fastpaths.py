@@ -327,6 +327,17 @@ def test_graphs_on_cuda_equal_naive(checkpoint, name, runtime):
 
 
 @gpu
+def test_the_max_autotune_runtime_on_cuda_equals_naive(checkpoint):
+    """gpt-fast's compilation (coordinate-descent tuning, under which inductor makes each one-row
+    product a reduction of its own, the biases added apart: gpt_neo.Linear): fp32 `graphs` still
+    emits naive's tokens."""
+    _, ref = run("naive", checkpoint, "cuda")
+    strategy, got = run("graphs", checkpoint, "cuda", runtime="torch.compile:max-autotune", bucket=64)
+    assert [g.tokens for g in got] == [g.tokens for g in ref]
+    assert strategy.runtime == "torch.compile:max-autotune"
+
+
+@gpu
 @pytest.mark.parametrize("runtime", ["cuda_graph", "torch.compile"])
 def test_queue_ahead_on_cuda_equals_naive(checkpoint, runtime):
     """The pinned copy behind each replay reads the step's token before the next replay rewrites it."""
