@@ -10,7 +10,7 @@ e.g. `ss+flash2+graphs`. Option `decode_kernel` of `ss+flash2+graphs` (as of `fl
 captured tree step's attention kernel, "sdpa_cudnn" (the default: SDPA's cuDNN kernel, the mask made
 additive once a step), "sdpa_efficient" (SDPA's memory-efficient kernel), "eager" (the reference's
 matmuls and softmax, as `ss+half+graphs` runs them) or "flex" (FlexAttention, compiled). The prefill
-keeps sdpa_efficient whatever the step's kernel: flex compiles once per shape, and every prompt has its own."""
+runs sdpa_efficient whatever the step's kernel (flex would compile again for every prompt's length)."""
 
 from __future__ import annotations
 
