@@ -51,10 +51,10 @@ class Workload:
     tokenizer: object
     fingerprint: str | None = None  # checkpoint_sha256 of the weights: outputs compare only between equal ones
 
-    @property
+    @functools.cached_property
     def shape(self) -> str | None:
         """The model's shape: the one asked for, else the one its checkpoint was trained at (None
-        for a checkpoint made elsewhere)."""
+        for a checkpoint made elsewhere); read once, not once per cell."""
         if self.model in SHAPES:
             return self.model
         return recorded(self.checkpoint).get("recipe", {}).get("shape") if self.checkpoint else None

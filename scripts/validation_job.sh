@@ -54,8 +54,8 @@
 #   ab      $VALIDATION_AB_DATASET (e2e_nlg; its checkpoint as ahead finds it), the cells $VALIDATION_AB_TECHNIQUES (best)
 #           under the strategy options $VALIDATION_AB_OFF ({}) and $VALIDATION_AB_ON (required), as ahead runs
 #           its arms: e.g. VALIDATION_AB_TECHNIQUES=flash2+graphs,best VALIDATION_AB_ON='{"flash2": {"decode_kernel":
-#           "sdpa_cudnn"}}' (session 18: best's tree step 1.02-1.06 ms on it against the default kernel's 1.26-1.33)
-#           before it becomes the default of the captured flash2 steps
+#           "sdpa_cudnn"}}' (session 19: +19% and +10% in pytest bench, so it became the default), or
+#           VALIDATION_AB_ON='{"graphs": {"runtime": "torch.compile"}}' for the graphs runtime
 #   residue scripts/profiler_residue.py, arms profiled and control alternately in new processes
 #           ($VALIDATION_RESIDUE_RUNS (3) of each): does a finished profiler session slow its process?
 # usage: setsid nohup scripts/validation_job.sh [PHASE...] > /tmp/job.log 2>&1 &   (default: all)

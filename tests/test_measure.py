@@ -92,6 +92,7 @@ def test_a_record_says_what_training_its_checkpoint_took(tmp_path):
     given = dataclasses.replace(work, model=str(tmp_path))  # a directory: the shape it was trained at, if ours
     assert measure.summarize(Fake(), given, passes)["shape"] is None
     (tmp_path / "llmopt.json").write_text(json.dumps({"recipe": {"shape": "1.3b"}}))
+    given = dataclasses.replace(given)  # a workload reads its checkpoint's recipe once
     assert measure.summarize(Fake(), given, passes)["shape"] == "1.3b"
 
 

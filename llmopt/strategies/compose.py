@@ -1,7 +1,7 @@
 """Composed techniques without drafting (`Fast`): any combination of a precision, flash2 and graphs,
 e.g. `bf16`, `flash2`, `half+graphs`, `flash2+graphs` (the grammar: strategies/techniques.py).
 Option `decode_kernel` of `flash2+graphs`: the captured step's attention kernel (techniques.DECODE_KERNELS;
-default flash_attn's where it is installed, else SDPA's memory-efficient kernel).
+default flash_attn's where it is installed, else SDPA's cuDNN kernel: techniques.DEFAULT_DECODE_KERNEL).
 
 Every one decodes through the one greedy loop (llmopt/generation.py). Prefill runs the ordinary
 forward (through Band masks with flash2) on a dynamic cache; without graphs the decode steps do
@@ -21,7 +21,7 @@ from .techniques import (DEFAULT_DECODE_KERNEL, Technique, ahead_option, check_d
                          graph_options, pick_flash_provider, resolve_dtype)
 
 # the kernel of the captured decode step per prefill provider: SDPA's flash kernel takes no mask,
-# so its static step runs the memory-efficient kernel
+# so its static step runs the default decode kernel, one that does
 STATIC_ATTENTION = {"flash_attn": "flash_attn", "sdpa_flash": DEFAULT_DECODE_KERNEL}
 
 

@@ -29,8 +29,8 @@ from .techniques import (DEFAULT_DECODE_KERNEL, MASKED_FLASH_KERNEL, Technique, 
 # H100, 2026-11-26: E2E 1.78x / 2.79 accepted per step, Spider 1.43x / 2.17; docs/results/spec_stream)
 DEFAULT_TOPK = "2,2,1,1"
 # ss+flash2+graphs may run its captured step on any of techniques.DECODE_KERNELS. At 125m on an H100
-# its kernels took 1.04 ms a step on the default, 0.93 on eager, 0.75 on sdpa_cudnn (session 18) and
-# 1.46 on flex (session 16): docs/results/NVIDIA-H100-80GB-HBM3
+# its kernels took 0.75 ms a step on sdpa_cudnn (the default), 1.04 on sdpa_efficient, 0.93 on eager
+# (session 18) and 1.46 on flex (session 16): docs/results/NVIDIA-H100-80GB-HBM3
 SS = parse_technique("ss")
 
 
