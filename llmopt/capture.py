@@ -33,6 +33,8 @@ from .models.attention import allow_specialisations
 # kernels that gpt-fast turns on: minutes of compilation for each bucket)
 COMPILE_MODES = {"torch.compile": "reduce-overhead", "torch.compile:max-autotune": "max-autotune"}
 RUNTIMES = ("cuda_graph", *COMPILE_MODES, "static")  # "static": the same step, not captured (CPU tests)
+# the default because, cell by cell in `pytest bench` on E2E (H100, session 20), neither compiled
+# runtime's step was faster, and compiling costs 16-79 s a cell (the size sweep favours them: README)
 DEFAULT_RUNTIME = "cuda_graph"
 DEFAULT_BUCKET = 256
 
