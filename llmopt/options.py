@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import compare, data, timing
-from .models.gpt_neo import SHAPES
+from . import data, timing
 from .strategies import (expand_techniques, get_strategy, parse_technique, technique_objective, technique_parts,
                          validate_technique)
 
@@ -233,11 +232,6 @@ class Settings:
         for part in options_keys(technique):
             found.update(self.strategy_options.get(part, {}))
         return found
-
-    def selected(self, cell: tuple[str, str]) -> bool:
-        """Whether this session asked for the (column, technique) cell: its dataset, its technique
-        and, where the model is given as a shape, that shape."""
-        return compare.selected_by(self.datasets, self.techniques, self.model if self.model in SHAPES else None)(cell)
 
 
 def settings(values) -> Settings:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from . import compare, measure, options
+from .models.gpt_neo import SHAPES
 
 BENCH = pytest.StashKey[measure.Bench]()
 
@@ -80,6 +81,12 @@ def pytest_report_header(config):
     return f"llmopt gate: {gate.note}" if gate else None
 
 
+def selection(settings: options.Settings):
+    """The cells a session asked for, as compare.gate's `selected`: its datasets, its techniques and,
+    where the model is given as a shape, that shape's columns."""
+    return compare.selected_by(settings.datasets, settings.techniques, settings.model if settings.model in SHAPES else None)
+
+
 def pytest_sessionfinish(session, exitstatus):
     gate = session.config.stash.get(GATE, None)
     bench = session.config.stash.get(BENCH, None)
@@ -87,7 +94,7 @@ def pytest_sessionfinish(session, exitstatus):
         return
     records = bench.records if bench else []
     current = compare.Run("this run", gate.machine_info, datetime.now(timezone.utc).isoformat(), records)
-    selected = bench.settings.selected if bench else None
+    selected = selection(bench.settings) if bench else None
     failures = compare.gate(current, gate.baseline, gate.tolerance, selected=selected)
     suspects = compare.suspects(failures) if bench else []
     if suspects and session.config.getoption("dist", "no") != "no":

@@ -191,12 +191,13 @@ def test_one_run_holds_a_dataset_at_two_shapes_in_columns_of_their_own(tmp_path,
     assert compare.column(cell("spider", "naive", 1.0, checkpoint="my-finetune")) == "spider"
     # a 1.3b session gated on the merged run: its 125m cells are not selected, so not missing
     from llmopt.options import settings
+    from llmopt.pytest_gate import selection
     at_large = settings({"device": "cpu", "model": "1.3b", "datasets": ["e2e_nlg"], "techniques": ["naive", "ss"]})
-    judged = compare.judge(compare.load_run(saved_run(tmp_path / "large_now.json", large)), merged, selected=at_large.selected)
+    judged = compare.judge(compare.load_run(saved_run(tmp_path / "large_now.json", large)), merged, selected=selection(at_large))
     assert judged.failures == [] and "not selected, not gated: e2e_nlg/naive, e2e_nlg/ss" in judged.notes
-    assert settings({"device": "cpu", "model": "125m"}).selected(("e2e_nlg", "ss"))
-    assert not settings({"device": "cpu", "model": "125m"}).selected(("e2e_nlg@1.3b", "ss"))
-    assert settings({"device": "cpu", "model": "/some/dir"}).selected(("e2e_nlg@1.3b", "ss"))  # its shape: unknown here
+    assert selection(settings({"device": "cpu", "model": "125m"}))(("e2e_nlg", "ss"))
+    assert not selection(settings({"device": "cpu", "model": "125m"}))(("e2e_nlg@1.3b", "ss"))
+    assert selection(settings({"device": "cpu", "model": "/some/dir"}))(("e2e_nlg@1.3b", "ss"))  # its shape: unknown here
     assert compare.column(cell("spider", "naive", 1.0, shape=None, checkpoint="spider-2.7b-lm-abc")) == "spider"
 
 
